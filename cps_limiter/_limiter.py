@@ -1,0 +1,355 @@
+"""Limiter and AsyncLimiter: one executor that runs a strategy's script and applies the policy.
+
+Both classes share everything in `_LimiterCore`; they differ only in the call that talks to
+Redis and in how they sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from redis.exceptions import RedisError
+
+from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
+from ._connect import async_client, is_cluster, sync_client
+from ._decision import Decision
+from ._errors import BackendUnavailable, ConfigurationError
+from ._scripts import ACQUIRE, PEEK, RESET, lua_source, parse_reply
+from ._strategies import Strategy
+from ._telemetry import observe
+from ._validation import key_part, non_negative_int, non_negative_number, positive_number
+
+logger = logging.getLogger("cps_limiter")
+
+DEFAULT_PREFIX = "cps"
+FAIL_OPEN = "open"
+FAIL_CLOSED = "closed"
+DEFAULT_DECISION_TIMEOUT = 0.2
+"""Seconds an AsyncLimiter gives one decision before failing it (sync clients rely on their
+socket timeouts, which from_url sets to 0.1 s)."""
+WARNING_INTERVAL = 1.0
+"""Seconds between two fail-open warnings of one limiter: an outage logs a line a second, not
+one per decision."""
+
+# Everything that means "Redis did not give an answer"; translated here and nowhere else.
+_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+_LIMITER_OPTIONS = frozenset(
+    {"prefix", "fail_mode", "failure_threshold", "recovery_time", "decision_timeout", "deny_cache"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    base: str
+    keys: list[str]
+    args: list[str]
+    permits: int
+    need: int
+    """The fewest permits that would satisfy the request (1 when partial)."""
+    max_wait: float
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Denial:
+    until: float
+    need: int
+    decision: Decision
+
+
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    mine = {k: v for k, v in options.items() if k in _LIMITER_OPTIONS}
+    client = {k: v for k, v in options.items() if k not in _LIMITER_OPTIONS}
+    return mine, client
+
+
+class _LimiterCore:
+    def __init__(
+        self,
+        client: Any,
+        strategy: Strategy,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        fail_mode: str = FAIL_OPEN,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        recovery_time: float = DEFAULT_RECOVERY_TIME,
+        decision_timeout: float = DEFAULT_DECISION_TIMEOUT,
+        deny_cache: bool = True,
+    ) -> None:
+        if not isinstance(strategy, Strategy):
+            raise ConfigurationError(
+                "strategy must be FixedWindow, SlidingWindow or TokenBucket, "
+                f"not {type(strategy).__name__}"
+            )
+        if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
+            raise ConfigurationError(f"fail_mode must be 'open' or 'closed', got {fail_mode!r}")
+        self._client = client
+        self._strategy = strategy
+        self._prefix = key_part("prefix", prefix)
+        self._fail_mode = fail_mode
+        self._decision_timeout = positive_number("decision_timeout", decision_timeout)
+        self._breaker = CircuitBreaker(failure_threshold, recovery_time)
+        self._cluster = is_cluster(client)
+        self._script = client.register_script(lua_source(strategy.script))
+        self._parameters = strategy.parameters()
+        self._denials: dict[str, _Denial] | None = {} if deny_cache else None
+        self._owns_client = False
+        self._warned_at = -math.inf
+        self._unwarned = 0
+
+    @property
+    def client(self) -> Any:
+        """The Redis client, for callers that keep their own data beside the limiter's."""
+        return self._client
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def fail_mode(self) -> str:
+        return self._fail_mode
+
+    def key_base(self, scope: str | None = None) -> str:
+        """The name all keys of ``scope`` start with; a hash tag on a cluster, so that the keys
+        of one decision share a slot."""
+        name = self._prefix if scope is None else f"{self._prefix}:{key_part('scope', scope)}"
+        return f"{{{name}}}" if self._cluster else name
+
+    def _request(
+        self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str
+    ) -> _Request:
+        non_negative_int("permits", permits)
+        non_negative_number("max_wait", max_wait)
+        base = self.key_base(scope)
+        args = [*self._parameters, str(permits), "1" if partial else "0", repr(max_wait), mode]
+        need = min(permits, 1) if partial else permits
+        return _Request(base, self._strategy.keys(base), args, permits, need, max_wait, mode)
+
+    def _cached_denial(self, request: _Request) -> Decision | None:
+        """A denial that Redis gave for this key and is still true: the key is exhausted until
+        its retry time, so asking again would only cost a round trip. Never grants."""
+        if self._denials is None or request.mode != ACQUIRE or request.need == 0:
+            return None
+        denial = self._denials.get(request.base)
+        if denial is None or request.need < denial.need:
+            return None
+        left = denial.until - time.monotonic()
+        if left <= request.max_wait:
+            return None
+        return Decision(
+            allowed=False,
+            granted=0,
+            limit=denial.decision.limit,
+            remaining=denial.decision.remaining,
+            retry_after=left,
+            reset_after=max(denial.decision.reset_after - (denial.decision.retry_after - left), 0),
+        )
+
+    def _decided(self, request: _Request, reply: Any) -> Decision:
+        self._breaker.record_success()
+        decision, wait = parse_reply(reply)
+        if self._denials is not None and request.mode == ACQUIRE:
+            if decision.allowed:
+                self._denials.pop(request.base, None)
+            elif decision.retry_after > 0 and math.isfinite(decision.retry_after):
+                until = time.monotonic() + decision.retry_after
+                self._denials[request.base] = _Denial(until, request.need, decision)
+        if wait:
+            return Decision(
+                decision.allowed,
+                decision.granted,
+                decision.limit,
+                decision.remaining,
+                decision.retry_after,
+                decision.reset_after,
+                waited=wait,
+            )
+        return decision
+
+    def _unavailable(self, request: _Request, error: BaseException | None) -> Decision:
+        """The fail-open policy, the only place it lives."""
+        if error is not None:
+            self._breaker.record_failure()
+        reason = "circuit open" if error is None else f"{type(error).__name__}: {error}"
+        if self._fail_mode == FAIL_CLOSED:
+            raise BackendUnavailable(f"Redis unavailable ({reason})") from error
+        self._warn(reason)
+        granted = request.permits if request.mode == ACQUIRE else 0
+        capacity = self._strategy.capacity
+        return Decision(
+            allowed=True,
+            granted=granted,
+            limit=capacity,
+            remaining=max(capacity - granted, 0),
+            retry_after=0.0,
+            reset_after=0.0,
+            fail_open=True,
+        )
+
+    def _warn(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at < WARNING_INTERVAL:
+            self._unwarned += 1
+            return
+        more = f" ({self._unwarned} more since the last warning)" if self._unwarned else ""
+        logger.warning(
+            "Redis unavailable, failing open: %s%s",
+            reason,
+            more,
+            extra={"cps_limiter_fail_open": True, "cps_limiter_strategy": self._strategy.name},
+        )
+        self._warned_at = now
+        self._unwarned = 0
+
+    def _forget_denials(self, scope: str | None) -> None:
+        if self._denials is not None:
+            self._denials.pop(self.key_base(scope), None)
+
+
+class Limiter(_LimiterCore):
+    """A rate limiter on a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client.
+
+    Every decision is one atomic script on the Redis server clock. With ``fail_mode="open"``
+    (the default) a Redis that errs or times out yields an allowed Decision with
+    ``fail_open=True``; with ``"closed"`` it raises `BackendUnavailable`.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, strategy: Strategy, **options: Any) -> Self:
+        """A limiter on ``redis://``, ``rediss://``, ``unix://`` or ``memory://`` (in-process).
+
+        ``?cluster=true`` in a redis(s) URL connects to a Redis Cluster. Options other than
+        the limiter's go to the client (``ssl_ca_certs``, ``socket_timeout``, ...).
+        """
+        mine, client_options = _split_options(options)
+        limiter = cls(sync_client(url, **client_options), strategy, **mine)
+        limiter._owns_client = True
+        return limiter
+
+    def acquire(
+        self,
+        scope: str | None = None,
+        permits: int = 1,
+        *,
+        partial: bool = False,
+        max_wait: float = 0.0,
+    ) -> Decision:
+        """Take ``permits`` (all or none; as many as are free with ``partial=True``), waiting
+        up to ``max_wait`` seconds for them."""
+        request = self._request(scope, permits, partial, max_wait, ACQUIRE)
+        with observe(self._strategy.name, permits) as seen:
+            seen.decision = decision = self._cached_denial(request) or self._call(request)
+        if decision.waited:
+            time.sleep(decision.waited)
+        return decision
+
+    def peek(self, scope: str | None = None) -> Decision:
+        """The state now, as a decision for one permit that consumes nothing."""
+        return self._call(self._request(scope, 0, False, 0.0, PEEK))
+
+    def reset(self, scope: str | None = None) -> None:
+        """Forget every grant of ``scope``."""
+        self._forget_denials(scope)
+        self._call(self._request(scope, 0, False, 0.0, RESET))
+
+    def _call(self, request: _Request) -> Decision:
+        if not self._breaker.allow():
+            return self._unavailable(request, None)
+        try:
+            reply = self._script(keys=request.keys, args=request.args)
+        except _BACKEND_ERRORS as exc:
+            return self._unavailable(request, exc)
+        return self._decided(request, reply)
+
+    def close(self) -> None:
+        """Close the client if this limiter made it (from_url)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncLimiter(_LimiterCore):
+    """`Limiter` for asyncio, on ``redis.asyncio`` clients; methods are coroutines.
+
+    Each decision also has a deadline of ``decision_timeout`` seconds (0.2 by default).
+    """
+
+    @classmethod
+    def from_url(cls, url: str, strategy: Strategy, **options: Any) -> Self:
+        """As `Limiter.from_url`, with an asyncio client."""
+        mine, client_options = _split_options(options)
+        limiter = cls(async_client(url, **client_options), strategy, **mine)
+        limiter._owns_client = True
+        return limiter
+
+    async def acquire(
+        self,
+        scope: str | None = None,
+        permits: int = 1,
+        *,
+        partial: bool = False,
+        max_wait: float = 0.0,
+    ) -> Decision:
+        """As `Limiter.acquire`."""
+        request = self._request(scope, permits, partial, max_wait, ACQUIRE)
+        with observe(self._strategy.name, permits) as seen:
+            seen.decision = decision = self._cached_denial(request) or await self._call(request)
+        if decision.waited:
+            await asyncio.sleep(decision.waited)
+        return decision
+
+    async def peek(self, scope: str | None = None) -> Decision:
+        """As `Limiter.peek`."""
+        return await self._call(self._request(scope, 0, False, 0.0, PEEK))
+
+    async def reset(self, scope: str | None = None) -> None:
+        """As `Limiter.reset`."""
+        self._forget_denials(scope)
+        await self._call(self._request(scope, 0, False, 0.0, RESET))
+
+    async def _call(self, request: _Request) -> Decision:
+        if not self._breaker.allow():
+            return self._unavailable(request, None)
+        try:
+            async with asyncio.timeout(self._decision_timeout):
+                reply = await self._script(keys=request.keys, args=request.args)
+        except _BACKEND_ERRORS as exc:
+            return self._unavailable(request, exc)
+        return self._decided(request, reply)
+
+    async def aclose(self) -> None:
+        """Close the client if this limiter made it (from_url)."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

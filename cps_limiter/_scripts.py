@@ -1,0 +1,41 @@
+"""The Lua scripts shipped in the package, and the reply they share."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from importlib import resources
+
+from ._decision import Decision
+
+ACQUIRE = "acquire"
+PEEK = "peek"
+RESET = "reset"
+
+
+@functools.cache
+def lua_source(name: str) -> str:
+    """The text of ``cps_limiter/lua/<name>``, read from the installed package."""
+    return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
+    """The Decision in a script's reply, and the seconds the caller must wait before using it.
+
+    Every script answers ``{allowed, granted, limit, remaining, retry_after, reset_after, wait}``
+    with the three durations as strings.
+    """
+    allowed, granted, limit, remaining, retry_after, reset_after, wait = reply
+    decision = Decision(
+        allowed=bool(int(allowed)),
+        granted=int(granted),
+        limit=int(limit),
+        remaining=int(remaining),
+        retry_after=max(float(_text(retry_after)), 0.0),
+        reset_after=max(float(_text(reset_after)), 0.0),
+    )
+    return decision, max(float(_text(wait)), 0.0)

@@ -1,0 +1,127 @@
+"""Strategies: what a limit is and how its script is called. No I/O here."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ._validation import positive_int, positive_number
+
+DEFAULT_WINDOW = 1
+DEFAULT_PERIOD = 1.0
+
+
+class Strategy(ABC):
+    """A rate-limiting algorithm: its Lua script, the keys it touches and its parameters."""
+
+    name: ClassVar[str]
+    script: ClassVar[str]
+    """File name of the Lua script in the package's ``lua`` folder."""
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int:
+        """The most permits that can be granted at once: the ``limit`` of its decisions."""
+
+    @abstractmethod
+    def keys(self, base: str) -> list[str]:
+        """The KEYS of the script for one limit named ``base`` (prefix, scope, hash tag)."""
+
+    @abstractmethod
+    def parameters(self) -> list[str]:
+        """The leading ARGV of the script; the limiter appends the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class FixedWindow(Strategy):
+    """At most ``limit`` permits per window of ``window`` whole seconds, aligned to the clock.
+
+    The counter of the window that began at unix second ``t`` is ``{prefix}:{t}`` (with a scope,
+    ``{prefix}:{scope}:{t}``). Cheapest of the three, but it lets up to twice the limit through
+    across a window boundary.
+    """
+
+    limit: int
+    window: int = DEFAULT_WINDOW
+
+    name: ClassVar[str] = "fixed_window"
+    script: ClassVar[str] = "fixed_window.lua"
+
+    def __post_init__(self) -> None:
+        positive_int("limit", self.limit)
+        positive_int("window", self.window)
+
+    @property
+    def capacity(self) -> int:
+        return self.limit
+
+    def keys(self, base: str) -> list[str]:
+        return [base]
+
+    def parameters(self) -> list[str]:
+        return [str(self.limit), str(self.window)]
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingWindow(Strategy):
+    """Exactly: no interval of ``window`` seconds ever holds more than ``limit`` permits.
+
+    Keeps a log of grant times (memory O(limit) per key).
+    """
+
+    limit: int
+    window: float = 1.0
+
+    name: ClassVar[str] = "sliding_window"
+    script: ClassVar[str] = "sliding_window.lua"
+
+    def __post_init__(self) -> None:
+        positive_int("limit", self.limit)
+        positive_number("window", self.window)
+
+    @property
+    def capacity(self) -> int:
+        return self.limit
+
+    def keys(self, base: str) -> list[str]:
+        return [f"{base}:log", f"{base}:seq"]
+
+    def parameters(self) -> list[str]:
+        return [str(self.limit), repr(float(self.window))]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBucket(Strategy):
+    """GCRA: ``rate`` permits per ``period`` seconds, bursts of up to ``burst`` permits.
+
+    Same semantics as go-redis/redis_rate and redis-cell; ``burst`` defaults to ``rate``
+    (rounded up). Stores one number per key.
+    """
+
+    rate: float
+    burst: int | None = None
+    period: float = DEFAULT_PERIOD
+
+    name: ClassVar[str] = "token_bucket"
+    script: ClassVar[str] = "token_bucket.lua"
+
+    def __post_init__(self) -> None:
+        positive_number("rate", self.rate)
+        positive_number("period", self.period)
+        if self.burst is None:
+            object.__setattr__(self, "burst", max(1, math.ceil(self.rate)))
+        else:
+            positive_int("burst", self.burst)
+
+    @property
+    def capacity(self) -> int:
+        assert self.burst is not None  # set in __post_init__
+        return self.burst
+
+    def keys(self, base: str) -> list[str]:
+        return [f"{base}:tat"]
+
+    def parameters(self) -> list[str]:
+        return [repr(float(self.rate)), str(self.capacity), repr(float(self.period))]

@@ -1,0 +1,73 @@
+-- Token bucket as GCRA (generic cell rate algorithm), with the semantics of go-redis/redis_rate
+-- and redis-cell: only the theoretical arrival time (TAT) of the next permit is stored.
+--
+-- KEYS[1]  the TAT: seconds since EPOCH below, as a string
+-- ARGV[1]  rate: permits per period (float > 0)
+-- ARGV[2]  burst: the most permits granted at once (integer >= 1)
+-- ARGV[3]  period: seconds (float > 0)
+-- ARGV[4]  permits asked for (integer >= 0)
+-- ARGV[5]  "1": partial (grant what is free, up to permits, as redis_rate's AllowAtMost)
+-- ARGV[6]  max_wait: seconds (float >= 0) a grant may be scheduled ahead
+-- ARGV[7]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- Reply    {allowed (0/1), granted, limit (= burst), remaining, retry_after, reset_after, wait};
+--          the last three are seconds as strings, because Redis truncates Lua numbers to
+--          integers.
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local permits = tonumber(ARGV[4])
+local partial = ARGV[5] == "1"
+local max_wait = tonumber(ARGV[6])
+local mode = ARGV[7]
+
+if mode == "reset" then
+  redis.call("DEL", KEYS[1])
+  return {1, 0, burst, burst, "0", "0", "0"}
+end
+
+-- Counting from a recent epoch keeps microseconds inside a double's precision, and inside the
+-- 14 digits that tostring keeps.
+local EPOCH = 1767225600
+local time = redis.call("TIME")
+local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
+
+local interval = period / rate
+local burst_offset = interval * burst
+local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or "0"), now)
+-- The tolerance absorbs rounding in the division, so 0.9 / 0.1 counts as 9.
+local free = math.floor((now + burst_offset - tat) / interval + 1e-9)
+free = math.max(math.min(free, burst), 0)
+
+local want = permits
+if mode == "peek" then
+  want = 1
+  max_wait = 0
+end
+
+if want == 0 then
+  return {1, 0, burst, free, "0", tostring(tat - now), "0"}
+end
+
+local grant, wait = 0, 0
+if free >= want or (partial and free > 0) then
+  grant = math.min(want, free)
+else
+  local need = want
+  if partial then
+    need = 1
+  end
+  wait = tat + need * interval - burst_offset - now
+  if mode == "peek" or need > burst or wait > max_wait then
+    return {0, 0, burst, free, tostring(wait), tostring(tat - now), "0"}
+  end
+  grant = need
+end
+
+if mode == "peek" then
+  return {1, 0, burst, free, "0", tostring(tat - now), "0"}
+end
+
+local new_tat = tat + grant * interval
+redis.call("SET", KEYS[1], tostring(new_tat), "PX", math.ceil((new_tat - now) * 1000))
+local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + 1e-9)
+return {1, grant, burst, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}
