@@ -25,8 +25,7 @@ if mode == "reset" then
   return {1, 0, burst, burst, "0", "0", "0"}
 end
 
--- Counting from a recent epoch keeps microseconds inside a double's precision, and inside the
--- 14 digits that tostring keeps.
+-- Counting from a recent epoch keeps sub-microsecond precision in a double.
 local EPOCH = 1767225600
 local time = redis.call("TIME")
 local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
@@ -34,8 +33,10 @@ local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
 local interval = period / rate
 local burst_offset = interval * burst
 local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or "0"), now)
--- The tolerance absorbs rounding in the division, so 0.9 / 0.1 counts as 9.
-local free = math.floor((now + burst_offset - tat) / interval + 1e-9)
+-- Times are absolute, so their differences carry rounding of about 1e-8 s: the tolerance keeps
+-- 0.9 s / 0.1 s from counting as 8.
+local EPSILON = 1e-6
+local free = math.floor((now + burst_offset - tat) / interval + EPSILON)
 free = math.max(math.min(free, burst), 0)
 
 local want = permits
@@ -68,6 +69,7 @@ if mode == "peek" then
 end
 
 local new_tat = tat + grant * interval
-redis.call("SET", KEYS[1], tostring(new_tat), "PX", math.ceil((new_tat - now) * 1000))
-local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + 1e-9)
+-- %.17g keeps every digit of the double; tostring would keep 14.
+redis.call("SET", KEYS[1], string.format("%.17g", new_tat), "PX", math.ceil((new_tat - now) * 1000))
+local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + EPSILON)
 return {1, grant, burst, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}

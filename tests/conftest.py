@@ -1,0 +1,128 @@
+"""Fixtures shared by the suite: a redis-server of the session's own, and limiters on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import cps_limiter
+from cps_limiter import AsyncLimiter, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
+from tests.support.servers import RedisServer
+
+STRATEGIES: dict[str, Callable[[int], Strategy]] = {
+    "fixed": lambda limit: FixedWindow(limit),
+    "sliding": lambda limit: SlidingWindow(limit),
+    "token": lambda limit: TokenBucket(rate=limit),
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server started for this test session on a free port."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A prefix of this test's own, so tests never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture(params=sorted(STRATEGIES))
+def strategy_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+class SyncFacade:
+    """An AsyncLimiter or Limiter seen through one synchronous interface, so that one test
+    covers both."""
+
+    def __init__(self, limiter: Limiter | AsyncLimiter, runner: Any) -> None:
+        self.limiter = limiter
+        self._runner = runner
+
+    def _run(self, value: Any) -> Any:
+        return self._runner.run(value) if self._runner is not None else value
+
+    def acquire(self, *args: Any, **kwargs: Any) -> cps_limiter.Decision:
+        result: cps_limiter.Decision = self._run(self.limiter.acquire(*args, **kwargs))
+        return result
+
+    def peek(self, *args: Any) -> cps_limiter.Decision:
+        result: cps_limiter.Decision = self._run(self.limiter.peek(*args))
+        return result
+
+    def reset(self, *args: Any) -> None:
+        self._run(self.limiter.reset(*args))
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_limiter(
+    request: pytest.FixtureRequest, backend_url: str, prefix: str
+) -> Iterator[Callable[..., SyncFacade]]:
+    """Build limiters on the test's backend, sync or async, seen through one interface."""
+    import asyncio
+
+    runner = asyncio.Runner() if request.param == "async" else None
+    made: list[Limiter | AsyncLimiter] = []
+
+    def make(strategy: Strategy, **options: Any) -> SyncFacade:
+        options.setdefault("prefix", prefix)
+        if runner is None:
+            limiter: Limiter | AsyncLimiter = Limiter.from_url(backend_url, strategy, **options)
+        else:
+            limiter = runner.run(_async_from_url(backend_url, strategy, options))
+        made.append(limiter)
+        return SyncFacade(limiter, runner)
+
+    yield make
+    for limiter in made:
+        if isinstance(limiter, AsyncLimiter):
+            assert runner is not None
+            runner.run(limiter.aclose())
+        else:
+            limiter.close()
+    if runner is not None:
+        runner.close()
+
+
+async def _async_from_url(url: str, strategy: Strategy, options: dict[str, Any]) -> AsyncLimiter:
+    return AsyncLimiter.from_url(url, strategy, **options)
+
+
+@pytest.fixture
+async def async_redis(redis_server: RedisServer) -> AsyncIterator[Any]:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis(port=redis_server.port)
+    yield client
+    await client.aclose()
