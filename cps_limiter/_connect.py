@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -17,9 +19,22 @@ DEFAULT_CONNECT_TIMEOUT = 0.1
 """Seconds to open a connection to Redis."""
 DEFAULT_SOCKET_TIMEOUT = 0.1
 """Seconds to wait for Redis to answer one command."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections per client; callers beyond them wait for one rather than opening more."""
+DEFAULT_POOL_TIMEOUT = 0.1
+"""Seconds a caller waits for a free connection before the decision fails."""
 
 SCHEMES = ("redis", "rediss", "unix", "memory")
 _TRUE = {"1", "true", "yes", "on"}
+
+# CLIENT SETINFO costs two round trips per new connection: under a burst of new connections
+# they alone can exceed the connect timeout. redis-py 8 turns it off with driver_info=None,
+# older releases with lib_name=None.
+_NO_SETINFO: dict[str, None] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
 
 _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
@@ -62,12 +77,23 @@ def _scheme(url: object) -> str:
 
 
 def _options(options: dict[str, Any]) -> dict[str, Any]:
-    # No retries: one decision must fit in its time bound, and the breaker handles outages.
     return {
         "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
         "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+        # No retries: one decision must fit in its time bound, and the breaker handles outages.
         "retry": Retry(NoBackoff(), 0),
+        **_NO_SETINFO,
         **options,
+    }
+
+
+def _pool_options(options: dict[str, Any]) -> dict[str, Any]:
+    # A blocking pool queues a burst of callers on a bounded set of connections instead of
+    # opening one socket per caller at once.
+    return {
+        "max_connections": DEFAULT_MAX_CONNECTIONS,
+        "timeout": DEFAULT_POOL_TIMEOUT,
+        **_options(options),
     }
 
 
@@ -82,7 +108,10 @@ def sync_client(url: str, **options: Any) -> Any:
         from redis.cluster import RedisCluster
 
         return RedisCluster.from_url(url, **_options(options))
-    return redis.Redis.from_url(url, **_options(options))
+    pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(options))
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 def async_client(url: str, **options: Any) -> Any:
@@ -96,7 +125,10 @@ def async_client(url: str, **options: Any) -> Any:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(url, **_options(options))
-    return redis.asyncio.Redis.from_url(url, **_options(options))
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, **_pool_options(options))
+    client = redis.asyncio.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 def is_cluster(client: object) -> bool:

@@ -33,6 +33,9 @@ FAIL_CLOSED = "closed"
 DEFAULT_DECISION_TIMEOUT = 0.2
 """Seconds an AsyncLimiter gives one decision before failing it (sync clients rely on their
 socket timeouts, which from_url sets to 0.1 s)."""
+DENY_CACHE_SECONDS = 1.0
+"""The longest a denial is served from the local cache: a reset, a restart or a new limit
+elsewhere is noticed within it."""
 WARNING_INTERVAL = 1.0
 """Seconds between two fail-open warnings of one limiter: an outage logs a line a second, not
 one per decision."""
@@ -163,7 +166,7 @@ class _LimiterCore:
             if decision.allowed:
                 self._denials.pop(request.base, None)
             elif decision.retry_after > 0 and math.isfinite(decision.retry_after):
-                until = time.monotonic() + decision.retry_after
+                until = time.monotonic() + min(decision.retry_after, DENY_CACHE_SECONDS)
                 self._denials[request.base] = _Denial(until, request.need, decision)
         if wait:
             return Decision(

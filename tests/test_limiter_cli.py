@@ -1,0 +1,73 @@
+"""The operator's command, run as an operator would: a subprocess against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import redis
+
+from tests.support.servers import free_port
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cps_limiter._cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_check_takes_a_permit(redis_url: str, prefix: str) -> None:
+    result = cli("check", "--redis-url", redis_url, "--prefix", prefix, "--limit", "7", "--json")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert (decision["allowed"], decision["granted"], decision["remaining"]) == (True, 1, 6)
+
+
+def test_check_exits_1_when_denied(redis_url: str, prefix: str) -> None:
+    args = ("check", "--redis-url", redis_url, "--prefix", prefix, "--limit", "1", "--json")
+    results = [cli(*args) for _ in range(2)]
+    codes = sorted(r.returncode for r in results)
+    # Two checks in one second: the second is denied, unless the second turned over between.
+    assert codes in ([0, 1], [0, 0])
+    if codes == [0, 1]:
+        denied = json.loads(next(r.stdout for r in results if r.returncode == 1))
+        assert denied["allowed"] is False
+
+
+def test_status_shows_this_seconds_count_and_key(
+    redis_url: str, raw_redis: redis.Redis, prefix: str
+) -> None:
+    cli("check", "--redis-url", redis_url, "--prefix", prefix, "--limit", "50")
+    result = cli("status", "--redis-url", redis_url, "--prefix", prefix, "--limit", "50", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["redis_reachable"] is True
+    assert report["limit"] == 50
+    assert report["key"].startswith(f"{prefix}:")
+    # the count is this second's, as redis-cli GET would show it
+    assert report["count"] == int(raw_redis.get(report["key"]) or 0)
+
+
+def test_status_says_when_redis_does_not_answer() -> None:
+    result = cli("status", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    assert "redis_reachable   False" in result.stdout
+    assert "Connection refused" in result.stdout
+
+
+def test_the_redis_url_comes_from_the_environment(redis_url: str, prefix: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cps_limiter._cli", "status", "--prefix", prefix, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"REDIS_URL": redis_url, "MAX_CPS": "42", "PATH": ""},
+    )
+    report = json.loads(result.stdout)
+    assert (report["redis_reachable"], report["limit"]) == (True, 42)
