@@ -59,6 +59,8 @@ def split_cluster_flag(url: str) -> tuple[str, bool]:
     """Remove ``cluster=true`` from the query string of ``url``, and say whether it was there."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k == "cluster" for k, _ in query):
+        return url, False
     cluster = any(k == "cluster" and v.lower() in _TRUE for k, v in query)
     rest = [(k, v) for k, v in query if k != "cluster"]
     return urlunsplit(parts._replace(query=urlencode(rest))), cluster
