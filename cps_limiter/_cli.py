@@ -1,4 +1,4 @@
-"""The operator's command: ``cps-limiter status`` and ``cps-limiter check``."""
+"""The operator's command: look at the limit, change it at run time, watch the pace."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from ._adaptive import AdaptivePolicy
 from ._connect import sync_client
-from ._errors import ConfigurationError
+from ._errors import LimiterError
 from ._limiter import DEFAULT_PREFIX, Limiter
 from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_LIMIT = 100
+DEFAULT_CAP_TTL = 600.0
+WATCH_INTERVAL = 0.25
 STRATEGY_NAMES = ("fixed", "sliding", "token")
+BAR_WIDTH = 40
 
 
 def _strategy(name: str, limit: int) -> Strategy:
@@ -43,9 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         default=int(os.environ.get("MAX_CPS", DEFAULT_LIMIT)),
-        help="permits per second (default: $MAX_CPS, else %(default)s)",
+        help="the base limit, permits per second (default: $MAX_CPS, else %(default)s)",
     )
-    common.add_argument("--strategy", choices=STRATEGY_NAMES, default="fixed")
+    common.add_argument(
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        default=os.environ.get("CPS_STRATEGY", "fixed"),
+        help="(default: $CPS_STRATEGY, else %(default)s)",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON object")
 
     parser = argparse.ArgumentParser(prog="cps-limiter", description=__doc__)
@@ -53,48 +63,100 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status",
         parents=[common],
-        help="this second's count, the limit, and whether Redis answers",
+        help="base limit, health tier, cap, limit in force, this second's count, Redis",
     )
     commands.add_parser("check", parents=[common], help="take one permit and print the decision")
+    health = commands.add_parser("health", parents=[common], help="report the host's health")
+    health.add_argument("--cpu", type=float, required=True, help="CPU use, percent")
+    health.add_argument("--answer-rate", type=float, default=None, help="answered share, 0..1")
+    cap = commands.add_parser(
+        "set-limit", parents=[common], help="override the base limit at run time, with an expiry"
+    )
+    cap.add_argument("cap", type=int, help="the limit to use instead of the base")
+    cap.add_argument("--ttl", type=float, default=DEFAULT_CAP_TTL, help="seconds (%(default)s)")
+    commands.add_parser("clear-limit", parents=[common], help="drop the override")
+    watch = commands.add_parser(
+        "watch", parents=[common], help="a live view of calls per second against the limit"
+    )
+    watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
     return parser
 
 
-def _ping(url: str) -> tuple[bool, float | None, str | None]:
-    client = sync_client(url)
+def _ping(limiter: Limiter) -> tuple[bool, float | None, str | None]:
     started = time.perf_counter()
     try:
-        client.ping()
+        limiter.client.ping()
     except Exception as exc:  # any failure means "not reachable"; the reason is printed
         return False, None, f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
-    return True, (time.perf_counter() - started) * 1000, None
+    return True, round((time.perf_counter() - started) * 1000, 2), None
+
+
+def _this_second(limiter: Limiter, scope: str | None) -> tuple[str | None, int | None]:
+    """The fixed window's counter of this second and its value, as redis-cli GET shows it."""
+    strategy = limiter.strategy
+    if not isinstance(strategy, FixedWindow):
+        return None, None
+    seconds, _ = limiter.client.time()
+    key = f"{limiter.key_base(scope)}:{seconds - seconds % strategy.window}"
+    return key, int(limiter.client.get(key) or 0)
 
 
 def _status(args: argparse.Namespace, limiter: Limiter) -> dict[str, object]:
-    reachable, latency_ms, error = _ping(args.redis_url)
-    peeked = limiter.peek(args.scope)
+    reachable, latency_ms, error = _ping(limiter)
     report: dict[str, object] = {
         "redis_reachable": reachable,
-        "redis_latency_ms": None if latency_ms is None else round(latency_ms, 2),
+        "redis_latency_ms": latency_ms,
         "strategy": args.strategy,
-        "limit": peeked.limit,
-        "count": None if peeked.fail_open else peeked.limit - peeked.remaining,
+        "base_limit": args.limit,
     }
-    strategy = limiter.strategy
-    if isinstance(strategy, FixedWindow) and reachable:
-        # The seed's own view: the counter of this second, as `redis-cli GET` shows it.
-        client = limiter.client
-        seconds, _ = client.time()
-        key = f"{limiter.key_base(args.scope)}:{seconds - seconds % strategy.window}"
-        report["key"] = key
-        report["count"] = int(client.get(key) or 0)
-    if error:
+    if not reachable:
         report["redis_error"] = error
+        return report
+    policy = limiter.adaptive or AdaptivePolicy()
+    health = limiter.health(args.scope)
+    stale = health.age is None or health.age > policy.max_age
+    cap, cap_ttl = limiter.cap(args.scope)
+    peeked = limiter.peek(args.scope)
+    key, count = _this_second(limiter, args.scope)
+    report.update(
+        {
+            "cpu": health.cpu,
+            "answer_rate": health.answer_rate,
+            "health_age_s": None if health.age is None else round(health.age, 1),
+            "health_tier": (
+                "no report" if health.age is None else "stale" if stale else policy.tier(health.cpu)
+            ),
+            "cap": cap,
+            "cap_ttl_s": cap_ttl,
+            "limit_in_force": peeked.limit,
+            "count": peeked.limit - peeked.remaining if count is None else count,
+        }
+    )
+    if key is not None:
+        report["key"] = key
     return report
 
 
-def _print(report: dict[str, object], as_json: bool) -> None:
+def _watch(args: argparse.Namespace, limiter: Limiter) -> int:
+    """One line per interval: the calls of this second against the limit in force."""
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            peeked = limiter.peek(args.scope)
+            key, count = _this_second(limiter, args.scope)
+            used = peeked.limit - peeked.remaining if count is None else count
+            filled = min(BAR_WIDTH, round(BAR_WIDTH * used / max(peeked.limit, 1)))
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            note = "  (Redis unavailable)" if peeked.fail_open else ""
+            stamp = time.strftime("%H:%M:%S")
+            print(f"{stamp}  {used:>6}/{peeked.limit:<6} calls/s  [{bar}]{note}", flush=True)
+            time.sleep(WATCH_INTERVAL)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _print(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, sort_keys=True))
         return
@@ -103,23 +165,47 @@ def _print(report: dict[str, object], as_json: bool) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def _run(args: argparse.Namespace, limiter: Limiter) -> int:
+    commands: dict[str, Callable[[], int]] = {
+        "status": lambda: _report(_status(args, limiter), args.json, "redis_reachable"),
+        "check": lambda: _report(
+            dataclasses.asdict(limiter.acquire(args.scope)), args.json, "allowed"
+        ),
+        "health": lambda: _done(limiter.report_health(args.cpu, args.answer_rate, args.scope)),
+        "set-limit": lambda: _done(limiter.set_cap(args.cap, args.ttl, args.scope)),
+        "clear-limit": lambda: _done(limiter.clear_cap(args.scope)),
+        "watch": lambda: _watch(args, limiter),
+    }
+    return commands[args.command]()
+
+
+def _report(report: dict[str, Any], as_json: bool, ok: str) -> int:
+    _print(report, as_json)
+    return 0 if report[ok] else 1
+
+
+def _done(_: None) -> int:
+    print("ok")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        limiter = Limiter.from_url(
-            args.redis_url, _strategy(args.strategy, args.limit), prefix=args.prefix
+        limiter = Limiter(
+            sync_client(args.redis_url),
+            _strategy(args.strategy, args.limit),
+            prefix=args.prefix,
+            adaptive=AdaptivePolicy(),
         )
-    except ConfigurationError as exc:
+        with limiter:
+            return _run(args, limiter)
+    except LimiterError as exc:
         print(f"cps-limiter: {exc}", file=sys.stderr)
         return 2
-    with limiter:
-        if args.command == "status":
-            report = _status(args, limiter)
-            _print(report, args.json)
-            return 0 if report["redis_reachable"] else 1
-        decision = limiter.acquire(args.scope)
-        _print(dataclasses.asdict(decision), args.json)
-        return 0 if decision.allowed else 1
+    except Exception as exc:  # an operator gets one line, not a traceback
+        print(f"cps-limiter: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

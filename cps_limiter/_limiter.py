@@ -16,11 +16,23 @@ from typing import Any, Self
 
 from redis.exceptions import RedisError
 
+from ._adaptive import (
+    OFF_ARGUMENTS,
+    AdaptivePolicy,
+    HealthReport,
+    cap_key,
+    clear_cap,
+    health_key,
+    read_cap,
+    read_health,
+    set_cap,
+    write_health,
+)
 from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
 from ._connect import async_client, is_cluster, sync_client
 from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError
-from ._scripts import ACQUIRE, PEEK, RESET, lua_source, parse_reply
+from ._scripts import ACQUIRE, PEEK, RESET, parse_reply, strategy_source
 from ._strategies import Strategy
 from ._telemetry import observe
 from ._validation import key_part, non_negative_int, non_negative_number, positive_number
@@ -43,7 +55,15 @@ one per decision."""
 # Everything that means "Redis did not give an answer"; translated here and nowhere else.
 _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 _LIMITER_OPTIONS = frozenset(
-    {"prefix", "fail_mode", "failure_threshold", "recovery_time", "decision_timeout", "deny_cache"}
+    {
+        "prefix",
+        "fail_mode",
+        "failure_threshold",
+        "recovery_time",
+        "decision_timeout",
+        "deny_cache",
+        "adaptive",
+    }
 )
 
 
@@ -84,6 +104,7 @@ class _LimiterCore:
         recovery_time: float = DEFAULT_RECOVERY_TIME,
         decision_timeout: float = DEFAULT_DECISION_TIMEOUT,
         deny_cache: bool = True,
+        adaptive: AdaptivePolicy | None = None,
     ) -> None:
         if not isinstance(strategy, Strategy):
             raise ConfigurationError(
@@ -99,8 +120,14 @@ class _LimiterCore:
         self._decision_timeout = positive_number("decision_timeout", decision_timeout)
         self._breaker = CircuitBreaker(failure_threshold, recovery_time)
         self._cluster = is_cluster(client)
-        self._script = client.register_script(lua_source(strategy.script))
+        self._script = client.register_script(strategy_source(strategy.script))
         self._parameters = strategy.parameters()
+        if adaptive is not None and not isinstance(adaptive, AdaptivePolicy):
+            raise ConfigurationError(
+                f"adaptive must be an AdaptivePolicy or None, not {type(adaptive).__name__}"
+            )
+        self._adaptive = adaptive
+        self._adaptive_arguments = OFF_ARGUMENTS if adaptive is None else adaptive.arguments()
         self._denials: dict[str, _Denial] | None = {} if deny_cache else None
         self._owns_client = False
         self._warned_at = -math.inf
@@ -123,6 +150,10 @@ class _LimiterCore:
     def fail_mode(self) -> str:
         return self._fail_mode
 
+    @property
+    def adaptive(self) -> AdaptivePolicy | None:
+        return self._adaptive
+
     def key_base(self, scope: str | None = None) -> str:
         """The name all keys of ``scope`` start with; a hash tag on a cluster, so that the keys
         of one decision share a slot."""
@@ -135,9 +166,17 @@ class _LimiterCore:
         non_negative_int("permits", permits)
         non_negative_number("max_wait", max_wait)
         base = self.key_base(scope)
-        args = [*self._parameters, str(permits), "1" if partial else "0", repr(max_wait), mode]
+        args = [
+            *self._parameters,
+            str(permits),
+            "1" if partial else "0",
+            repr(max_wait),
+            mode,
+            *self._adaptive_arguments,
+        ]
+        keys = [*self._strategy.keys(base), cap_key(base), health_key(base)]
         need = min(permits, 1) if partial else permits
-        return _Request(base, self._strategy.keys(base), args, permits, need, max_wait, mode)
+        return _Request(base, keys, args, permits, need, max_wait, mode)
 
     def _cached_denial(self, request: _Request) -> Decision | None:
         """A denial that Redis gave for this key and is still true: the key is exhausted until
@@ -265,6 +304,26 @@ class Limiter(_LimiterCore):
         """Forget every grant of ``scope``."""
         self._forget_denials(scope)
         self._call(self._request(scope, 0, False, 0.0, RESET))
+
+    def report_health(
+        self, cpu: float, answer_rate: float | None = None, scope: str | None = None
+    ) -> None:
+        """Write the dialing host's health, which an ``adaptive`` limiter reads."""
+        write_health(self._client, self.key_base(scope), cpu, answer_rate)
+
+    def health(self, scope: str | None = None) -> HealthReport:
+        return read_health(self._client, self.key_base(scope))
+
+    def set_cap(self, limit: int, ttl: float, scope: str | None = None) -> None:
+        """Replace the base limit with ``limit`` for ``ttl`` seconds (an ``adaptive`` limiter)."""
+        set_cap(self._client, self.key_base(scope), limit, ttl)
+
+    def clear_cap(self, scope: str | None = None) -> None:
+        clear_cap(self._client, self.key_base(scope))
+
+    def cap(self, scope: str | None = None) -> tuple[int | None, float | None]:
+        """The operator's cap and the seconds it has left, or ``(None, None)``."""
+        return read_cap(self._client, self.key_base(scope))
 
     def _call(self, request: _Request) -> Decision:
         if not self._breaker.allow():

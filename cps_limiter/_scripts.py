@@ -13,10 +13,18 @@ PEEK = "peek"
 RESET = "reset"
 
 
+ADAPTIVE_PRELUDE = "adaptive.lua"
+
+
 @functools.cache
 def lua_source(name: str) -> str:
     """The text of ``cps_limiter/lua/<name>``, read from the installed package."""
     return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def strategy_source(name: str) -> str:
+    """What runs for a strategy: the adaptive prelude, then the strategy's own script."""
+    return lua_source(ADAPTIVE_PRELUDE) + lua_source(name)
 
 
 def _text(value: bytes | str | int) -> str:

@@ -130,3 +130,10 @@ def test_unknown_url_scheme_is_a_configuration_error() -> None:
 def test_unknown_fail_mode_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="fail_mode"):
         cps_limiter.Limiter.from_url("memory://", FixedWindow(1), fail_mode="sometimes")
+
+
+def test_the_adaptive_prelude_documents_its_keys_and_arguments() -> None:
+    source = importlib.resources.files("cps_limiter").joinpath("lua", "adaptive.lua").read_text()
+    assert source.startswith("-- Adaptive limit")
+    for word in ("KEYS[#KEYS - 1]", "KEYS[#KEYS]", "ARGV[#ARGV]", "seconds"):
+        assert word in source

@@ -47,7 +47,7 @@ def test_status_shows_this_seconds_count_and_key(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["redis_reachable"] is True
-    assert report["limit"] == 50
+    assert report["limit_in_force"] == 50
     assert report["key"].startswith(f"{prefix}:")
     # the count is this second's, as redis-cli GET would show it
     assert report["count"] == int(raw_redis.get(report["key"]) or 0)
@@ -70,4 +70,36 @@ def test_the_redis_url_comes_from_the_environment(redis_url: str, prefix: str) -
         env={"REDIS_URL": redis_url, "MAX_CPS": "42", "PATH": ""},
     )
     report = json.loads(result.stdout)
-    assert (report["redis_reachable"], report["limit"]) == (True, 42)
+    assert (report["redis_reachable"], report["base_limit"]) == (True, 42)
+
+
+def test_an_operator_changes_the_limit_without_a_redeploy(redis_url: str, prefix: str) -> None:
+    common = ("--redis-url", redis_url, "--prefix", prefix, "--limit", "100")
+    assert cli("health", *common, "--cpu", "85", "--answer-rate", "0.9").returncode == 0
+    status = json.loads(cli("status", *common, "--json").stdout)
+    assert (status["health_tier"], status["limit_in_force"]) == ("high", 50)
+
+    assert cli("set-limit", "60", "--ttl", "600", *common).returncode == 0
+    status = json.loads(cli("status", *common, "--json").stdout)
+    assert (status["cap"], status["limit_in_force"]) == (60, 30)
+    assert 590 < status["cap_ttl_s"] <= 600
+
+    assert cli("clear-limit", *common).returncode == 0
+    assert cli("health", *common, "--cpu", "10").returncode == 0
+    status = json.loads(cli("status", *common, "--json").stdout)
+    assert (status["cap"], status["health_tier"], status["limit_in_force"]) == (None, "normal", 100)
+
+
+def test_a_bad_value_is_one_clear_line(redis_url: str) -> None:
+    result = cli("set-limit", "0", "--redis-url", redis_url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "cps-limiter: limit must be > 0, got 0"
+
+
+def test_watch_prints_calls_against_the_limit(redis_url: str, prefix: str) -> None:
+    common = ("--redis-url", redis_url, "--prefix", prefix, "--limit", "20")
+    result = cli("watch", *common, "--seconds", "0.3")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0
+    assert lines
+    assert all("/20" in line and "calls/s" in line for line in lines)

@@ -13,6 +13,8 @@
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
+-- The limiter runs adaptive.lua before this script: the last two KEYS and the last eight ARGV
+-- belong to it, and `limit` below is the limit in force.
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local permits = tonumber(ARGV[3])
@@ -27,6 +29,8 @@ local time = redis.call("TIME")
 local sec = tonumber(time[1])
 local start = sec - (sec % window)
 local elapsed = (sec - start) + tonumber(time[2]) / 1000000
+local factor, cap = adaptive_factor(sec)
+limit = math.max(math.floor((cap or limit) * factor), 1)
 
 local function counter(k)
   return KEYS[1] .. ":" .. (start + k * window)

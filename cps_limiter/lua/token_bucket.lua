@@ -12,6 +12,8 @@
 -- Reply    {allowed (0/1), granted, limit (= burst), remaining, retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
 --          integers.
+-- The limiter runs adaptive.lua before this script: the last two KEYS and the last eight ARGV
+-- belong to it; a cap replaces `rate`, and the health factor scales rate and burst alike.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
@@ -29,6 +31,12 @@ end
 local EPOCH = 1767225600
 local time = redis.call("TIME")
 local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
+local factor, cap = adaptive_factor(tonumber(time[1]))
+if cap ~= nil or factor ~= 1 then
+  local base_rate = rate
+  rate = (cap or rate) * factor
+  burst = math.max(math.floor(burst * rate / base_rate), 1)
+end
 
 local interval = period / rate
 local burst_offset = interval * burst

@@ -1,0 +1,157 @@
+"""Adaptive CPS: the limit in force from a base limit, an operator's cap and a health report.
+
+The policy is a value; the limit in force is computed inside each decision's script
+(``lua/adaptive.lua``) from two keys beside the limit's own: ``<base>:cap`` and
+``<base>:health``. The functions here write and read those keys for operators.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._validation import non_negative_number, positive_int, positive_number
+
+DEFAULT_HIGH_CPU = 80.0
+DEFAULT_HIGH_CPU_FACTOR = 0.5
+DEFAULT_CRITICAL_CPU = 90.0
+DEFAULT_CRITICAL_CPU_FACTOR = 0.25
+DEFAULT_ANSWER_RATE_FLOOR = 0.3
+DEFAULT_LOW_ANSWER_FACTOR = 0.5
+DEFAULT_MAX_AGE = 30.0
+"""Seconds after which a health report is stale and ignored."""
+
+OFF_ARGUMENTS = ["0", "0", "1", "0", "1", "0", "1", "0"]
+
+
+def _fraction(name: str, value: object) -> float:
+    number = non_negative_number(name, value)
+    if number > 1:
+        raise ConfigurationError(f"{name} must be between 0 and 1, got {value}")
+    return number
+
+
+def _percent(name: str, value: object) -> float:
+    number = non_negative_number(name, value)
+    if number > 100:
+        raise ConfigurationError(f"{name} must be a percentage between 0 and 100, got {value}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptivePolicy:
+    """How health cuts the pace: the seed's tiers (over 80% CPU half the limit, over 90% a
+    quarter), and an answer rate below its floor cutting it again. A report older than
+    ``max_age`` seconds is ignored."""
+
+    high_cpu: float = DEFAULT_HIGH_CPU
+    high_cpu_factor: float = DEFAULT_HIGH_CPU_FACTOR
+    critical_cpu: float = DEFAULT_CRITICAL_CPU
+    critical_cpu_factor: float = DEFAULT_CRITICAL_CPU_FACTOR
+    answer_rate_floor: float = DEFAULT_ANSWER_RATE_FLOOR
+    low_answer_factor: float = DEFAULT_LOW_ANSWER_FACTOR
+    max_age: float = DEFAULT_MAX_AGE
+
+    def __post_init__(self) -> None:
+        _percent("high_cpu", self.high_cpu)
+        _percent("critical_cpu", self.critical_cpu)
+        if self.critical_cpu < self.high_cpu:
+            raise ConfigurationError(
+                f"critical_cpu ({self.critical_cpu}) must be >= high_cpu ({self.high_cpu})"
+            )
+        for name in ("high_cpu_factor", "critical_cpu_factor", "low_answer_factor"):
+            _fraction(name, getattr(self, name))
+        _fraction("answer_rate_floor", self.answer_rate_floor)
+        positive_number("max_age", self.max_age)
+
+    def arguments(self) -> list[str]:
+        """The trailing ARGV that lua/adaptive.lua reads."""
+        return [
+            "1",
+            repr(float(self.high_cpu)),
+            repr(float(self.high_cpu_factor)),
+            repr(float(self.critical_cpu)),
+            repr(float(self.critical_cpu_factor)),
+            repr(float(self.answer_rate_floor)),
+            repr(float(self.low_answer_factor)),
+            repr(float(self.max_age)),
+        ]
+
+    def tier(self, cpu: float | None) -> str:
+        """The name of the CPU tier: normal, high or critical."""
+        if cpu is not None and cpu > self.critical_cpu:
+            return "critical"
+        if cpu is not None and cpu > self.high_cpu:
+            return "high"
+        return "normal"
+
+
+def cap_key(base: str) -> str:
+    return f"{base}:cap"
+
+
+def health_key(base: str) -> str:
+    return f"{base}:health"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    cpu: float | None
+    answer_rate: float | None
+    age: float | None
+    """Seconds since the report was written, on the Redis clock."""
+
+
+def _server_time(client: Any) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+def write_health(client: Any, base: str, cpu: float, answer_rate: float | None) -> None:
+    """Record the dialing host's health, stamped with the Redis clock."""
+    fields: dict[str, str] = {"cpu": repr(float(_percent("cpu", cpu)))}
+    if answer_rate is not None:
+        fields["answer_rate"] = repr(float(_fraction("answer_rate", answer_rate)))
+    fields["at"] = repr(_server_time(client))
+    key = health_key(base)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(key)
+    pipe.hset(key, mapping=fields)
+    # Long after it is stale the report is useless: let it go.
+    pipe.expire(key, 86400)
+    pipe.execute()
+
+
+def read_health(client: Any, base: str) -> HealthReport:
+    cpu, answer_rate, at = client.hmget(health_key(base), ["cpu", "answer_rate", "at"])
+    age = None if at is None else max(_server_time(client) - float(at), 0.0)
+    return HealthReport(
+        cpu=None if cpu is None else float(cpu),
+        answer_rate=None if answer_rate is None else float(answer_rate),
+        age=age,
+    )
+
+
+def set_cap(client: Any, base: str, limit: int, ttl: float) -> None:
+    """Replace the base limit with ``limit`` for ``ttl`` seconds."""
+    positive_int("limit", limit)
+    milliseconds = math.ceil(positive_number("ttl", ttl) * 1000)
+    client.set(cap_key(base), str(limit), px=milliseconds)
+
+
+def clear_cap(client: Any, base: str) -> None:
+    client.delete(cap_key(base))
+
+
+def read_cap(client: Any, base: str) -> tuple[int | None, float | None]:
+    """The cap in force and the seconds it has left, or (None, None)."""
+    key = cap_key(base)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.pttl(key)
+    value, pttl = pipe.execute()
+    if value is None:
+        return None, None
+    return int(value), (pttl / 1000 if pttl and pttl > 0 else None)
