@@ -143,7 +143,7 @@ def _watch(args: argparse.Namespace, limiter: Limiter) -> int:
     try:
         while deadline is None or time.monotonic() < deadline:
             peeked = limiter.peek(args.scope)
-            key, count = _this_second(limiter, args.scope)
+            _, count = _this_second(limiter, args.scope)
             used = peeked.limit - peeked.remaining if count is None else count
             filled = min(BAR_WIDTH, round(BAR_WIDTH * used / max(peeked.limit, 1)))
             bar = "#" * filled + "." * (BAR_WIDTH - filled)
