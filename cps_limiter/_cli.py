@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._adaptive import AdaptivePolicy
@@ -166,27 +166,25 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
 
 
 def _run(args: argparse.Namespace, limiter: Limiter) -> int:
-    commands: dict[str, Callable[[], int]] = {
-        "status": lambda: _report(_status(args, limiter), args.json, "redis_reachable"),
-        "check": lambda: _report(
-            dataclasses.asdict(limiter.acquire(args.scope)), args.json, "allowed"
-        ),
-        "health": lambda: _done(limiter.report_health(args.cpu, args.answer_rate, args.scope)),
-        "set-limit": lambda: _done(limiter.set_cap(args.cap, args.ttl, args.scope)),
-        "clear-limit": lambda: _done(limiter.clear_cap(args.scope)),
-        "watch": lambda: _watch(args, limiter),
-    }
-    return commands[args.command]()
+    if args.command == "status":
+        return _report(_status(args, limiter), args.json, "redis_reachable")
+    if args.command == "check":
+        return _report(dataclasses.asdict(limiter.acquire(args.scope)), args.json, "allowed")
+    if args.command == "watch":
+        return _watch(args, limiter)
+    if args.command == "health":
+        limiter.report_health(args.cpu, args.answer_rate, args.scope)
+    elif args.command == "set-limit":
+        limiter.set_cap(args.cap, args.ttl, args.scope)
+    else:
+        limiter.clear_cap(args.scope)
+    print("ok")
+    return 0
 
 
 def _report(report: dict[str, Any], as_json: bool, ok: str) -> int:
     _print(report, as_json)
     return 0 if report[ok] else 1
-
-
-def _done(_: None) -> int:
-    print("ok")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
