@@ -1,0 +1,31 @@
+"""dialer_lambda: the Lambda that paces every dial through cps_limiter.
+
+The entry point is `dialer_lambda.handler.handler`; importing this package does not build any
+client (``dialer_lambda.handler`` does, at its import).
+"""
+
+from ._batch import BatchResult, Dialer
+from ._calendar import CallingSchedule, CallingWindow
+from ._config import Settings
+from ._logging import mask_phone
+from ._metrics import BatchMetrics
+from ._tasks import DialTask, InvalidTask, parse_task
+from ._version import __version__
+from ._worker import DialOutcome, DialStatus, WorkerClient
+
+__all__ = [
+    "BatchMetrics",
+    "BatchResult",
+    "CallingSchedule",
+    "CallingWindow",
+    "DialOutcome",
+    "DialStatus",
+    "DialTask",
+    "Dialer",
+    "InvalidTask",
+    "Settings",
+    "WorkerClient",
+    "__version__",
+    "mask_phone",
+    "parse_task",
+]

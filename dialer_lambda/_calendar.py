@@ -9,10 +9,11 @@ Format of ``campaign.config.callingWindows`` (a JSON array; empty or absent mean
   absent means every day.
 - ``start`` and ``end``: local wall-clock times ``"HH:MM"`` (24-hour) in ``campaign.timezone``
   (an IANA name such as ``"Asia/Jerusalem"``). ``start`` is included and ``end`` is not;
-  ``end`` may be ``"24:00"``.
+  ``end`` may be ``"24:00"``; an ``end`` of ``"00:00"`` means the midnight that ends the day.
 - A window whose ``end`` is earlier than its ``start`` crosses midnight: ``{"days": ["sat"],
   "start": "20:00", "end": "02:00"}`` covers Saturday 20:00 to Sunday 02:00.
-- ``start`` equal to ``end`` is rejected as ambiguous; a whole day is ``"00:00"`` to ``"24:00"``.
+- ``start`` equal to ``end`` (say ``"09:00"`` to ``"09:00"``) is rejected as ambiguous; a whole
+  day is ``"00:00"`` to ``"24:00"``.
 
 A task may be dialed when the current local time falls inside any one window. Local time comes
 from the Lambda's clock: minute resolution needs no shared clock, unlike the CPS windows.
@@ -111,7 +112,9 @@ def parse_windows(value: Any) -> tuple[CallingWindow, ...]:
         raise CalendarError("callingWindows must be a list of windows")
     if len(value) > MAX_WINDOWS:
         raise CalendarError(f"callingWindows must hold at most {MAX_WINDOWS} windows")
-    return tuple(_parse_window(item, f"callingWindows[{index}]") for index, item in enumerate(value))
+    return tuple(
+        _parse_window(item, f"callingWindows[{index}]") for index, item in enumerate(value)
+    )
 
 
 def _parse_window(value: Any, where: str) -> CallingWindow:
@@ -121,7 +124,7 @@ def _parse_window(value: Any, where: str) -> CallingWindow:
         return CallingWindow(
             days=_parse_days(value.get("days"), f"{where}.days"),
             start=_parse_time(value.get("start"), f"{where}.start"),
-            end=_parse_time(value.get("end"), f"{where}.end"),
+            end=_parse_time(value.get("end"), f"{where}.end") or MINUTES_PER_DAY,
         )
     except CalendarError as error:
         if str(error).startswith(where):
@@ -156,5 +159,5 @@ def _parse_time(value: Any, where: str) -> int:
 def schedule_of(timezone: Any, windows: Any) -> CallingSchedule:
     """Build a schedule from a campaign's raw ``timezone`` and ``callingWindows``."""
     parsed = parse_windows(windows)
-    zone = parse_timezone(timezone) if timezone is not None or parsed else None
+    zone = None if timezone is None else parse_timezone(timezone)
     return CallingSchedule(timezone=zone, windows=parsed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
@@ -35,9 +36,14 @@ DEFAULT_DIAL_TIMEOUT_SECONDS = 5.0
 # a Lambda stuck behind a saturated limit hands its tasks back to the queue instead of idling.
 DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS = 2.0
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400
+DEFAULT_CPS_KEY_PREFIX = "cps"
+DEFAULT_IDEMPOTENCY_KEY_PREFIX = "dialer:claim"
 DEFAULT_SERVICE_NAME = "dialer-worker"
 DEFAULT_LOG_LEVEL = "INFO"
 MAX_PORT = 65_535
+# Key prefixes: letters, digits and ":_.-" only, so no prefix can carry a cluster hash tag,
+# a glob character or whitespace into a key.
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9:_.-]{1,100}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,9 @@ class Settings:
     in anything that is printed.
     """
 
-    redis_url: str = field(default=f"redis://{DEFAULT_REDIS_HOST}:{DEFAULT_REDIS_PORT}/0", repr=False)
+    redis_url: str = field(
+        default=f"redis://{DEFAULT_REDIS_HOST}:{DEFAULT_REDIS_PORT}/0", repr=False
+    )
     node_worker_url: str = DEFAULT_NODE_WORKER_URL
     max_cps: int = DEFAULT_MAX_CPS
     strategy: Strategy = DEFAULT_STRATEGY
@@ -56,6 +64,8 @@ class Settings:
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT_SECONDS
     rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
+    cps_key_prefix: str = DEFAULT_CPS_KEY_PREFIX
+    idempotency_key_prefix: str = DEFAULT_IDEMPOTENCY_KEY_PREFIX
     service_name: str = DEFAULT_SERVICE_NAME
     log_level: str = DEFAULT_LOG_LEVEL
 
@@ -76,6 +86,14 @@ class Settings:
             )
         if self.idempotency_ttl <= 0:
             raise ConfigurationError("IDEMPOTENCY_TTL_SECONDS must be a positive integer")
+        for name, prefix in (
+            ("CPS_KEY_PREFIX", self.cps_key_prefix),
+            ("IDEMPOTENCY_KEY_PREFIX", self.idempotency_key_prefix),
+        ):
+            if not _KEY_PREFIX.fullmatch(prefix):
+                raise ConfigurationError(
+                    f"{name} must be 1 to 100 letters, digits or ':_.-', got {prefix!r}"
+                )
         if not self.service_name.strip():
             raise ConfigurationError("SERVICE_NAME must not be blank")
         if self.log_level not in logging.getLevelNamesMapping():
@@ -95,13 +113,19 @@ class Settings:
             node_worker_url=values.get("NODE_WORKER_URL", DEFAULT_NODE_WORKER_URL).rstrip("/"),
             max_cps=_integer(values, "MAX_CPS", DEFAULT_MAX_CPS),
             strategy=cast(Strategy, _choice(values, "CPS_STRATEGY", STRATEGIES, DEFAULT_STRATEGY)),
-            fail_mode=cast(FailMode, _choice(values, "CPS_FAIL_MODE", FAIL_MODES, DEFAULT_FAIL_MODE)),
+            fail_mode=cast(
+                FailMode, _choice(values, "CPS_FAIL_MODE", FAIL_MODES, DEFAULT_FAIL_MODE)
+            ),
             dial_timeout=_number(values, "DIAL_TIMEOUT_SECONDS", DEFAULT_DIAL_TIMEOUT_SECONDS),
             rate_limit_max_wait=_number(
                 values, "RATE_LIMIT_MAX_WAIT_SECONDS", DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS
             ),
             idempotency_ttl=_integer(
                 values, "IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
+            ),
+            cps_key_prefix=values.get("CPS_KEY_PREFIX", DEFAULT_CPS_KEY_PREFIX),
+            idempotency_key_prefix=values.get(
+                "IDEMPOTENCY_KEY_PREFIX", DEFAULT_IDEMPOTENCY_KEY_PREFIX
             ),
             service_name=values.get("SERVICE_NAME", DEFAULT_SERVICE_NAME),
             log_level=values.get("LOG_LEVEL", DEFAULT_LOG_LEVEL).upper(),

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -31,6 +32,10 @@ MIN_MASKABLE_LENGTH = MASK_KEEP_PREFIX + MASK_KEEP_SUFFIX + 1
 _PLUS_NUMBER = r"\+\d(?:[\s().-]{0,2}\d){6,16}"
 _BARE_NUMBER = r"(?<![\w.:+-])\d(?:[()-]?\d){8,16}(?![\w:])"
 PHONE_PATTERN = re.compile(f"{_PLUS_NUMBER}|{_BARE_NUMBER}")
+
+# One lock for everything written to stdout (log records and EMF lines), so that lines from
+# concurrent invocations never interleave.
+_STDOUT_LOCK = threading.RLock()
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _RESERVED = frozenset(
@@ -93,13 +98,23 @@ class StdoutHandler(logging.StreamHandler[TextIO]):
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
-    @property  # type: ignore[override]
+    def createLock(self) -> None:
+        self.lock = _STDOUT_LOCK
+
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         """Ignore assignment: the stream is always the current ``sys.stdout``."""
+
+
+def write_line(text: str) -> None:
+    """Write one line to stdout as it is (for EMF records, which must not be wrapped)."""
+    with _STDOUT_LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.Logger:

@@ -1,0 +1,177 @@
+"""The Node.js worker's HTTP API: send one dial command and say what became of it.
+
+The classification follows one question: could the call have been placed? If it surely was
+not (the connection was never made, or the worker refused with 429/503), the task may be
+retried and its idempotency claim released. If it may have been (a timeout after the request
+went out, a 5xx, a reply that makes no sense), it is never retried: a person called twice is
+worse than a call missed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import httpx
+
+DIAL_PATH: Final = "/dial"
+TIMEOUT_ERROR: Final = "Node.js Worker timeout"
+MAX_REPLY_BYTES: Final = 64 * 1024
+MAX_REASON_LENGTH: Final = 200
+BUSY_STATUSES: Final = frozenset({429, 503})
+DEFAULT_MAX_CONNECTIONS: Final = 64
+# Node's http server closes idle keep-alive sockets after 5 s; letting ours go at 4 s avoids
+# sending a dial down a socket the worker is closing (a failure that would look like a maybe).
+KEEPALIVE_EXPIRY_SECONDS: Final = 4.0
+
+
+class DialStatus(StrEnum):
+    """The three outcomes a dial can count as in the batch result."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    RATE_LIMITED = "rateLimited"
+
+
+@dataclass(frozen=True, slots=True)
+class DialOutcome:
+    """What one POST to the worker came to.
+
+    ``reached_worker`` is False only when the call surely was not placed: then the task is
+    retried and its claim released. ``worker_error`` counts the reply as an HTTP-level failure
+    of the worker (the WorkerHttpErrors metric).
+    """
+
+    status: DialStatus
+    error: str | None = None
+    retry: bool = False
+    reached_worker: bool = True
+    worker_error: bool = False
+    http_status: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status is DialStatus.SUCCESSFUL) != (self.error is None):
+            raise ValueError("a successful dial has no error, and every other outcome has one")
+        if self.retry and self.status is DialStatus.SUCCESSFUL:
+            raise ValueError("a successful dial is never retried")
+
+
+def _failed(error: str, **fields: Any) -> DialOutcome:
+    return DialOutcome(DialStatus.FAILED, error, **fields)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text[:MAX_REASON_LENGTH]
+
+
+class WorkerClient:
+    """One pooled HTTP client for the container's life; thread-safe (httpx.Client is)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._url = base_url.rstrip("/") + DIAL_PATH
+        self._timeout = timeout
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+            ),
+            transport=transport,
+            # A redirect would resend the dial elsewhere: never follow one.
+            follow_redirects=False,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def dial(self, command: Mapping[str, Any], headers: Mapping[str, str]) -> DialOutcome:
+        """POST the command; never raises for anything the network or the worker does."""
+        # httpx's timeout applies to each phase (connect, each read); the deadline caps the
+        # whole exchange, so a worker that trickles its reply cannot hold the dial past it.
+        deadline = time.monotonic() + self._timeout
+        body = json.dumps(command, separators=(",", ":")).encode()
+        try:
+            with self._client.stream(
+                "POST",
+                self._url,
+                content=body,
+                headers={**headers, "content-type": "application/json"},
+            ) as response:
+                return self._classify(response, deadline)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # No connection was ever made (refused, no route, DNS, TLS handshake, or no free
+            # connection in our pool): nothing reached the worker.
+            return _failed(
+                f"Node.js Worker unreachable: {_reason(error)}",
+                retry=True,
+                reached_worker=False,
+                worker_error=True,
+            )
+        except httpx.TimeoutException:
+            return _failed(TIMEOUT_ERROR, worker_error=True)
+        except httpx.HTTPError as error:
+            return _failed(f"Node.js Worker connection error: {_reason(error)}", worker_error=True)
+
+    def _classify(self, response: httpx.Response, deadline: float) -> DialOutcome:
+        status = response.status_code
+        if status in BUSY_STATUSES:
+            # The worker refused the call before placing it: pacing, not failure.
+            return DialOutcome(
+                DialStatus.RATE_LIMITED,
+                f"Node.js Worker busy (HTTP {status})",
+                retry=True,
+                reached_worker=False,
+                worker_error=True,
+                http_status=status,
+            )
+        if not 200 <= status < 300:
+            return _failed(f"Node.js Worker HTTP {status}", worker_error=True, http_status=status)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_REPLY_BYTES:
+                return _failed(
+                    f"Node.js Worker reply larger than {MAX_REPLY_BYTES} bytes",
+                    worker_error=True,
+                    http_status=status,
+                )
+            if time.monotonic() > deadline:
+                return _failed(TIMEOUT_ERROR, worker_error=True, http_status=status)
+        try:
+            reply = json.loads(body)
+        except (ValueError, RecursionError):
+            return _failed(
+                "Node.js Worker reply is not JSON", worker_error=True, http_status=status
+            )
+        if not isinstance(reply, dict) or reply.get("success") is not True:
+            return _failed(
+                f"Node.js Worker reported failure: {_worker_reason(reply)}", http_status=status
+            )
+        return DialOutcome(DialStatus.SUCCESSFUL, http_status=status)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _worker_reason(reply: Any) -> str:
+    if isinstance(reply, dict):
+        for key in ("error", "message", "status"):
+            value = reply.get(key)
+            if isinstance(value, str) and value:
+                return value[:MAX_REASON_LENGTH]
+        return "success is not true"
+    return "reply is not a JSON object"

@@ -1,0 +1,154 @@
+"""Settings from the environment: the seed's names and defaults, and bad values refused at start
+with a message naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cps_limiter import ConfigurationError, FixedWindow, SlidingWindow, TokenBucket
+from dialer_lambda import Settings, handler
+from dialer_lambda._config import redact_url
+
+
+def test_the_defaults_are_the_seeds() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.node_worker_url == "http://localhost:3000"
+    assert settings.max_cps == 100
+    assert (settings.strategy, settings.fail_mode) == ("fixed", "open")
+    assert (settings.dial_timeout, settings.idempotency_ttl) == (5.0, 86_400)
+
+
+def test_redis_host_and_port_make_the_url() -> None:
+    settings = Settings.from_env({"REDIS_HOST": "cache.internal", "REDIS_PORT": "6380"})
+
+    assert settings.redis_url == "redis://cache.internal:6380/0"
+
+
+def test_redis_url_wins_over_host_and_port() -> None:
+    settings = Settings.from_env(
+        {"REDIS_URL": "rediss://user:secret@cache:6379/0", "REDIS_HOST": "ignored"}
+    )
+
+    assert settings.redis_url == "rediss://user:secret@cache:6379/0"
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    assert Settings.from_env({"MAX_CPS": "", "REDIS_URL": " "}).max_cps == 100
+
+
+def test_every_setting_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "NODE_WORKER_URL": "https://worker.internal:3000/",
+            "MAX_CPS": "25",
+            "CPS_STRATEGY": "Sliding",
+            "CPS_FAIL_MODE": "closed",
+            "DIAL_TIMEOUT_SECONDS": "2.5",
+            "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+            "IDEMPOTENCY_TTL_SECONDS": "600",
+            "SERVICE_NAME": "dialer-staging",
+        }
+    )
+
+    assert settings.node_worker_url == "https://worker.internal:3000"
+    assert (settings.max_cps, settings.strategy, settings.fail_mode) == (25, "sliding", "closed")
+    assert (settings.dial_timeout, settings.rate_limit_max_wait) == (2.5, 0.0)
+    assert (settings.idempotency_ttl, settings.service_name) == (600, "dialer-staging")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_CPS", "abc"),
+        ("MAX_CPS", "0"),
+        ("MAX_CPS", "-5"),
+        ("MAX_CPS", "1.5"),
+        ("REDIS_PORT", "http"),
+        ("REDIS_PORT", "70000"),
+        ("REDIS_HOST", "bad host"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("REDIS_URL", "redis://cache:port"),
+        ("NODE_WORKER_URL", "ftp://worker"),
+        ("NODE_WORKER_URL", "worker:3000"),
+        ("NODE_WORKER_URL", "http://"),
+        ("CPS_STRATEGY", "leaky"),
+        ("CPS_FAIL_MODE", "sometimes"),
+        ("DIAL_TIMEOUT_SECONDS", "0"),
+        ("DIAL_TIMEOUT_SECONDS", "nan"),
+        ("DIAL_TIMEOUT_SECONDS", "soon"),
+        ("RATE_LIMIT_MAX_WAIT_SECONDS", "-1"),
+        ("RATE_LIMIT_MAX_WAIT_SECONDS", "inf"),
+        ("IDEMPOTENCY_TTL_SECONDS", "0"),
+        ("IDEMPOTENCY_TTL_SECONDS", "1d"),
+        ("CPS_KEY_PREFIX", "cps {x}"),
+        ("IDEMPOTENCY_KEY_PREFIX", "claims*"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_is_refused_with_a_message_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_bad_value_fails_the_import_of_the_handler_at_start() -> None:
+    env = {"MAX_CPS": "lots", "PATH": "", "REDIS_URL": "memory://"}
+    completed = subprocess.run(
+        [sys.executable, "-c", "import dialer_lambda.handler"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode != 0
+    assert "MAX_CPS must be an integer" in completed.stderr
+
+
+def test_configure_refuses_a_bad_environment_and_keeps_the_running_dialer() -> None:
+    before = handler.current()
+
+    with pytest.raises(ConfigurationError, match="CPS_STRATEGY"):
+        handler.configure({"REDIS_URL": "memory://", "CPS_STRATEGY": "random"})
+
+    assert handler.current() is before
+
+
+def test_the_redis_password_is_kept_out_of_repr_and_error_messages() -> None:
+    settings = Settings.from_env({"REDIS_URL": "rediss://dialer:s3cret@cache:6379/0"})
+
+    assert "s3cret" not in repr(settings)
+    assert settings.redis_url_redacted == "rediss://dialer:***@cache:6379/0"
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"REDIS_URL": "http://dialer:s3cret@cache"})
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("redis://:pw@cache:6379", "redis://:***@cache:6379"),
+        ("rediss://u:pw@[::1]:6380/1", "rediss://u:***@[::1]:6380/1"),
+    ],
+)
+def test_a_url_is_redacted_for_printing(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kind"),
+    [("fixed", FixedWindow), ("sliding", SlidingWindow), ("token", TokenBucket)],
+)
+def test_cps_strategy_chooses_the_limiters_strategy_at_max_cps(strategy: str, kind: type) -> None:
+    chosen = handler.strategy_for(Settings.from_env({"CPS_STRATEGY": strategy, "MAX_CPS": "7"}))
+
+    assert isinstance(chosen, kind)
+    if isinstance(chosen, TokenBucket):
+        assert (chosen.rate, chosen.burst) == (7, 1)  # paced evenly, never a burst
+    else:
+        assert chosen.capacity == 7

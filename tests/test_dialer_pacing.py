@@ -1,0 +1,324 @@
+"""Pacing through the CPS limit, exactly-once dials under redelivery, and Redis outages."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+
+from dialer_lambda import handler
+from dialer_lambda.worker_stub import WorkerStub
+from tests.dialer_fixtures import (
+    Configure,
+    FakeContext,
+    Lines,
+    configure,
+    lines,
+    make_batch,
+    memory_url,
+    stub,
+)
+from tests.support.servers import RedisServer, free_port, stalled_listener
+
+__all__ = ["configure", "lines", "memory_url", "stub"]  # fixtures, for pytest
+
+BATCH = 10
+LIMIT = 5
+
+
+def _window_counts(prefix: str = "cps") -> dict[int, int]:
+    """The fixed window's counters, ``{window_start: permits}``, read from the limiter's Redis."""
+    client = handler.current().limiter.client
+    counts: dict[int, int] = {}
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        name = key.decode() if isinstance(key, bytes) else key
+        counts[int(name.rsplit(":", 1)[1])] = int(client.get(key))
+    return counts
+
+
+def test_with_a_wait_budget_five_are_dialed_now_and_five_paced_into_the_next_second(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == BATCH
+    assert result["batchItemFailures"] == []
+    assert len(stub.calls) == BATCH
+    windows = _window_counts()
+    assert list(windows.values()) == [LIMIT, LIMIT]
+    first, second = sorted(windows)
+    assert second == first + 1
+
+
+def test_the_paced_half_waits_for_the_next_window_in_one_more_limiter_call(
+    configure: Configure, lines: Lines
+) -> None:
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+
+    handler.handler(make_batch(BATCH), FakeContext())
+
+    checks = lines.events("cps_check")
+    assert [(c["requested"], c["granted"]) for c in checks] == [(10, 5), (5, 5)]
+
+
+def test_without_a_wait_budget_five_are_dialed_and_five_come_back_in_batch_item_failures(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    # The fixed window is left out on purpose: a batch that straddles a window boundary may
+    # get its second five at once, which is exactly the burst that strategy allows. The token
+    # bucket paces one call per 1/MAX_CPS instead (below).
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert (result["successful"], result["rateLimited"]) == (LIMIT, BATCH - LIMIT)
+    assert result["batchItemFailures"] == [{"itemIdentifier": f"m-{n}"} for n in range(5, 10)]
+    assert result["errors"] == []
+    assert len(stub.calls) == LIMIT
+
+
+def test_the_token_bucket_spaces_calls_evenly_and_never_bursts(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="token")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == BATCH
+    times = sorted(call.monotonic for call in stub.calls)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # 1 / MAX_CPS = 0.2 s apart, less what thread scheduling shifts a dial by
+    assert min(gaps) > 0.15
+    assert times[-1] - times[0] == pytest.approx(1.8, abs=0.15)
+
+
+def test_without_a_wait_budget_the_token_bucket_dials_one_and_returns_the_rest(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="token")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert (result["successful"], result["rateLimited"]) == (1, BATCH - 1)
+    assert len(stub.calls) == 1
+
+
+@pytest.mark.parametrize(("cpu", "dialed"), [(50.0, 8), (85.0, 4), (95.0, 2)])
+def test_the_pace_follows_the_reported_cpu_of_the_dialing_host(
+    configure: Configure, stub: WorkerStub, cpu: float, dialed: int
+) -> None:
+    dialer = configure(MAX_CPS="8", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer.limiter.report_health(cpu=cpu)
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == dialed
+    assert len(stub.calls) == dialed
+
+
+def test_an_operators_cap_overrides_max_cps_without_a_redeploy(configure: Configure) -> None:
+    dialer = configure(MAX_CPS="100", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer.limiter.set_cap(3, ttl=60)
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert (result["successful"], result["rateLimited"]) == (3, BATCH - 3)
+
+
+def test_rate_limited_tasks_are_dialed_when_redelivered_later(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    handler.handler(make_batch(BATCH), FakeContext())
+    configure(
+        REDIS_URL=handler.current().settings.redis_url,
+        MAX_CPS="100",
+        RATE_LIMIT_MAX_WAIT_SECONDS="0",
+        CPS_STRATEGY="sliding",
+    )
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert (result["successful"], result["duplicates"]) == (BATCH - LIMIT, LIMIT)
+    assert sorted(call.phone_number or "" for call in stub.calls) == sorted(
+        task["phoneNumber"] for task in make_batch(BATCH)
+    )
+
+
+def test_a_batch_delivered_three_times_dials_each_task_once(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure()
+
+    results = [handler.handler(make_batch(BATCH), FakeContext()) for _ in range(3)]
+
+    assert [r["successful"] for r in results] == [BATCH, 0, 0]
+    assert [r["duplicates"] for r in results] == [0, BATCH, BATCH]
+    _assert_each_dialed_once(stub, make_batch(BATCH))
+
+
+def test_two_batches_with_the_same_tasks_delivered_concurrently_dial_each_task_once(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure()
+    stub.set_behaviour(delay_ms=50)
+    barrier = threading.Barrier(2)
+
+    def deliver(_: int) -> dict[str, Any]:
+        barrier.wait()
+        return dict(handler.handler(make_batch(BATCH), FakeContext()))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(deliver, range(2)))
+
+    assert sum(r["successful"] for r in results) == BATCH
+    assert sum(r["duplicates"] for r in results) == BATCH
+    _assert_each_dialed_once(stub, make_batch(BATCH))
+
+
+def test_the_same_task_twice_in_one_batch_is_dialed_once(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure()
+    batch = make_batch(2)
+    batch.append(dict(batch[0], messageId="m-again"))
+
+    result = handler.handler(batch, FakeContext())
+
+    assert (result["successful"], result["duplicates"]) == (2, 1)
+    _assert_each_dialed_once(stub, batch)
+
+
+def test_a_new_attempt_of_a_dialed_task_is_dialed(configure: Configure, stub: WorkerStub) -> None:
+    configure()
+    handler.handler(make_batch(1), FakeContext())
+
+    result = handler.handler(make_batch(1, attempts=1), FakeContext())
+
+    assert result["successful"] == 1
+    assert len(stub.calls) == 2
+
+
+def _assert_each_dialed_once(stub: WorkerStub, batch: list[dict[str, Any]]) -> None:
+    dialed = sorted(call.phone_number or "" for call in stub.calls)
+    assert dialed == sorted({task["phoneNumber"] for task in batch})
+
+
+def test_with_redis_unreachable_the_calls_still_go_out(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == BATCH
+    assert len(stub.calls) == BATCH
+
+
+def test_with_redis_unreachable_the_metric_and_a_warning_say_so(
+    configure: Configure, lines: Lines
+) -> None:
+    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+
+    handler.handler(make_batch(BATCH), FakeContext())
+
+    [emf] = lines.emf()
+    assert emf["RedisUnavailable"] >= 2  # the claims and the permits both failed open
+    warnings = lines.events("redis_unavailable")
+    assert {w["operation"] for w in warnings} >= {"claim", "acquire"}
+    assert all(w["level"] == "WARNING" for w in warnings)
+
+
+def test_with_redis_stalled_a_batch_still_finishes_promptly(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    with stalled_listener() as port:
+        configure(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        started = time.monotonic()
+        result = handler.handler(make_batch(BATCH), FakeContext())
+        elapsed = time.monotonic() - started
+
+    assert result["successful"] == BATCH
+    assert elapsed < 1.0
+
+
+def test_with_redis_unreachable_and_fail_closed_nothing_is_dialed_and_all_come_back(
+    configure: Configure, stub: WorkerStub
+) -> None:
+    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", CPS_FAIL_MODE="closed")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["rateLimited"] == BATCH
+    assert len(result["batchItemFailures"]) == BATCH
+    assert stub.calls == []
+
+
+# -- on a real redis-server ----------------------------------------------------------------
+
+
+@pytest.fixture
+def key_prefixes() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:12]
+    return {"CPS_KEY_PREFIX": f"t{tag}:cps", "IDEMPOTENCY_KEY_PREFIX": f"t{tag}:claim"}
+
+
+@pytest.fixture
+def real_redis(
+    configure: Configure, redis_server: RedisServer, key_prefixes: dict[str, str]
+) -> Configure:
+    """The handler on the session's redis-server, with key prefixes of this test's own."""
+    configure.redis_url = redis_server.url
+    configure.defaults.update(key_prefixes)
+    return configure
+
+
+@pytest.mark.redis
+def test_on_real_redis_five_are_dialed_now_and_five_paced_into_the_next_second(
+    real_redis: Configure, key_prefixes: dict[str, str]
+) -> None:
+    real_redis(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+
+    result = handler.handler(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == BATCH
+    windows = _window_counts(key_prefixes["CPS_KEY_PREFIX"])
+    assert list(windows.values()) == [LIMIT, LIMIT]
+
+
+@pytest.mark.redis
+def test_on_real_redis_concurrent_redeliveries_dial_each_task_once(
+    real_redis: Configure, stub: WorkerStub
+) -> None:
+    real_redis(MAX_CPS="1000")
+    barrier = threading.Barrier(4)
+
+    def deliver(_: int) -> int:
+        barrier.wait()
+        return handler.handler(make_batch(BATCH), FakeContext())["successful"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert sum(pool.map(deliver, range(4))) == BATCH
+    _assert_each_dialed_once(stub, make_batch(BATCH))
+
+
+@pytest.mark.redis
+def test_on_real_redis_a_claim_lives_for_the_idempotency_ttl(
+    real_redis: Configure, redis_server: RedisServer, key_prefixes: dict[str, str]
+) -> None:
+    real_redis(IDEMPOTENCY_TTL_SECONDS="3600")
+
+    handler.handler(make_batch(1), FakeContext())
+
+    client: Any = redis.Redis(port=redis_server.port)
+    [key] = client.keys(f"{key_prefixes['IDEMPOTENCY_KEY_PREFIX']}:*")
+    assert 3590 <= client.ttl(key) <= 3600
+    client.close()
