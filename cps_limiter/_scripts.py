@@ -27,23 +27,23 @@ def strategy_source(name: str) -> str:
     return lua_source(ADAPTIVE_PRELUDE) + lua_source(name)
 
 
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
     """The Decision in a script's reply, and the seconds the caller must wait before using it.
 
     Every script answers ``{allowed, granted, limit, remaining, retry_after, reset_after, wait}``
-    with the three durations as strings.
+    with the three durations as strings. ``float`` and ``int`` take bytes and str alike, so the
+    reply of a client with or without ``decode_responses`` parses without decoding first.
     """
     allowed, granted, limit, remaining, retry_after, reset_after, wait = reply
+    retry = float(retry_after)
+    reset = float(reset_after)
     decision = Decision(
         allowed=bool(int(allowed)),
         granted=int(granted),
         limit=int(limit),
         remaining=int(remaining),
-        retry_after=max(float(_text(retry_after)), 0.0),
-        reset_after=max(float(_text(reset_after)), 0.0),
+        retry_after=retry if retry > 0.0 else 0.0,
+        reset_after=reset if reset > 0.0 else 0.0,
     )
-    return decision, max(float(_text(wait)), 0.0)
+    waited = float(wait)
+    return decision, waited if waited > 0.0 else 0.0

@@ -23,7 +23,7 @@ class Strategy(ABC):
     @property
     @abstractmethod
     def capacity(self) -> int:
-        """The most permits that can be granted at once: the ``limit`` of its decisions."""
+        """The ``limit`` its decisions report when Redis has not said otherwise."""
 
     @abstractmethod
     def keys(self, base: str) -> list[str]:
@@ -117,11 +117,11 @@ class TokenBucket(Strategy):
 
     @property
     def capacity(self) -> int:
-        assert self.burst is not None  # set in __post_init__
-        return self.burst
+        """The rate rounded down: the limit in force; ``burst`` bounds ``remaining``."""
+        return max(1, math.floor(self.rate + 1e-9))
 
     def keys(self, base: str) -> list[str]:
         return [f"{base}:tat"]
 
     def parameters(self) -> list[str]:
-        return [repr(float(self.rate)), str(self.capacity), repr(float(self.period))]
+        return [repr(float(self.rate)), str(self.burst), repr(float(self.period))]

@@ -9,7 +9,8 @@
 -- ARGV[5]  "1": partial (grant what is free, up to permits, as redis_rate's AllowAtMost)
 -- ARGV[6]  max_wait: seconds (float >= 0) a grant may be scheduled ahead
 -- ARGV[7]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
--- Reply    {allowed (0/1), granted, limit (= burst), remaining, retry_after, reset_after, wait};
+-- Reply    {allowed (0/1), granted, limit (the rate in force, rounded down), remaining (of the burst),
+--          retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
 --          integers.
 -- The limiter runs adaptive.lua before this script: the last two KEYS and the last eight ARGV
@@ -24,7 +25,7 @@ local mode = ARGV[7]
 
 if mode == "reset" then
   redis.call("DEL", KEYS[1])
-  return {1, 0, burst, burst, "0", "0", "0"}
+  return {1, 0, math.max(math.floor(rate + 1e-9), 1), burst, "0", "0", "0"}
 end
 
 -- Counting from a recent epoch keeps sub-microsecond precision in a double.
@@ -37,6 +38,8 @@ if cap ~= nil or factor ~= 1 then
   rate = (cap or rate) * factor
   burst = math.max(math.floor(burst * rate / base_rate), 1)
 end
+-- Decisions report the rate in force as their limit; the burst bounds `remaining`.
+local limit = math.max(math.floor(rate + 1e-9), 1)
 
 local interval = period / rate
 local burst_offset = interval * burst
@@ -54,7 +57,7 @@ if mode == "peek" then
 end
 
 if want == 0 then
-  return {1, 0, burst, free, "0", tostring(tat - now), "0"}
+  return {1, 0, limit, free, "0", tostring(tat - now), "0"}
 end
 
 local grant, wait = 0, 0
@@ -67,17 +70,17 @@ else
   end
   wait = tat + need * interval - burst_offset - now
   if mode == "peek" or need > burst or wait > max_wait then
-    return {0, 0, burst, free, tostring(wait), tostring(tat - now), "0"}
+    return {0, 0, limit, free, tostring(wait), tostring(tat - now), "0"}
   end
   grant = need
 end
 
 if mode == "peek" then
-  return {1, 0, burst, free, "0", tostring(tat - now), "0"}
+  return {1, 0, limit, free, "0", tostring(tat - now), "0"}
 end
 
 local new_tat = tat + grant * interval
 -- %.17g keeps every digit of the double; tostring would keep 14.
 redis.call("SET", KEYS[1], string.format("%.17g", new_tat), "PX", math.ceil((new_tat - now) * 1000))
 local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + EPSILON)
-return {1, grant, burst, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}
+return {1, grant, limit, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}

@@ -1,0 +1,351 @@
+"""The campaign simulation (`make demo`): the real handler over a simulated pipe and the stub."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from matplotlib.image import imread
+
+from cps_limiter import AdaptivePolicy, FixedWindow, Limiter, SlidingWindow, TokenBucket
+from dialer_lambda.simulate import (
+    STRATEGIES,
+    Hooks,
+    SimulationConfig,
+    StrategyName,
+    Summary,
+    limit_in_force,
+    main,
+    make_tasks,
+    max_in_window,
+    mean_rate,
+    per_bucket,
+    run_simulation,
+    trailing_series,
+)
+from dialer_lambda.worker_stub import StubHealth, WorkerStub
+
+TASKS = 300
+MAX_CPS = 100
+INVALID = 3  # 1% of TASKS
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def small_run(out: Path, strategy: StrategyName, **changes: object) -> SimulationConfig:
+    """300 tasks at 100 calls/s: a few seconds. A short visibility timeout lets the invalid
+    tasks reach the dead-letter queue quickly; a generous wait budget keeps paced tasks out."""
+    fields: dict[str, object] = {
+        "strategy": strategy,
+        "tasks": TASKS,
+        "max_cps": MAX_CPS,
+        "concurrency": 20,
+        "worker_delay_ms": 10.0,
+        "duplicate_rate": 0.05,
+        "visibility_timeout": 0.2,
+        "max_wait": 5.0,
+        "out": out,
+        "progress": False,
+    }
+    return SimulationConfig(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=STRATEGIES)
+def summary(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Summary:
+    out = tmp_path_factory.mktemp(f"demo-{request.param}")
+    return run_simulation(small_run(out, request.param))
+
+
+# -- a whole run, per strategy --------------------------------------------------------------
+
+
+def test_every_task_is_either_done_or_dead_lettered(summary: Summary) -> None:
+    assert summary.settled + summary.dead_lettered == TASKS
+    assert summary.ok
+
+
+def test_the_outcomes_of_all_deliveries_add_up(summary: Summary) -> None:
+    outcomes = summary.successful + summary.failed + summary.rate_limited + summary.duplicates
+    assert summary.invocation_errors == 0
+    assert outcomes == summary.deliveries
+    assert summary.deliveries == TASKS + summary.redeliveries + summary.duplicate_deliveries
+
+
+def test_duplicate_deliveries_are_caught_and_nobody_is_called_twice(summary: Summary) -> None:
+    assert summary.pace is not None
+    assert summary.duplicate_deliveries > 0
+    assert summary.duplicates == summary.duplicate_deliveries
+    assert summary.pace.placed_twice == 0
+
+
+def test_invalid_tasks_go_round_the_queue_into_the_dead_letter_queue(summary: Summary) -> None:
+    assert summary.dead_letter_reasons == {"invalid task": INVALID}
+    assert summary.failed >= INVALID * 5
+
+
+def test_each_task_dialed_reached_the_worker_once(summary: Summary) -> None:
+    assert summary.pace is not None
+    assert summary.pace.worker_calls == summary.settled
+
+
+# Windows' worth of calls beyond the span that each strategy allows: a span of s seconds holds
+# at most floor(s) + 1 sliding windows' worth, meets up to floor(s) + 2 fixed windows, and
+# the token bucket adds its burst (MAX_CPS) to s seconds at the rate.
+EXTRA_WINDOWS: dict[str, int] = {"fixed": 2, "sliding": 1, "token": 1}
+
+
+def test_over_the_run_the_calls_keep_to_the_limit(summary: Summary) -> None:
+    """10% on top for threads that deliver a burst a little late."""
+    assert summary.pace is not None
+    windows = summary.pace.span_seconds + EXTRA_WINDOWS[summary.strategy]
+    assert summary.pace.worker_calls <= 1.1 * MAX_CPS * windows
+
+
+def test_the_run_is_paced_by_the_limit_not_held_back(summary: Summary) -> None:
+    assert summary.pace is not None
+    assert summary.pace.worker_calls >= 0.6 * MAX_CPS * summary.pace.span_seconds
+
+
+def test_the_chart_is_a_png_that_decodes(summary: Summary) -> None:
+    assert summary.pace is not None
+    assert summary.pace.chart is not None
+    assert summary.pace.chart.read_bytes().startswith(PNG_SIGNATURE)
+    height, width, _ = imread(summary.pace.chart).shape
+    assert (width, height) == (1200, 700)
+
+
+def test_the_handler_log_holds_its_json_lines_and_metrics(summary: Summary) -> None:
+    lines = summary.handler_log.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    events = Counter(record.get("event") for record in records)
+    assert events["batch_start"] == summary.invocations
+    assert sum(1 for record in records if "_aws" in record) == summary.invocations
+
+
+def test_the_summary_renders_every_figure(summary: Summary) -> None:
+    text = summary.render()
+    for figure in ("successful", "rateLimited", "duplicates", "dead-lettered", "busiest 1 s"):
+        assert figure in text
+    assert f"strategy {summary.strategy}" in text
+
+
+# -- a run against a worker given by URL ----------------------------------------------------
+
+
+def test_the_busiest_second_is_counted_exactly_over_the_workers_record(tmp_path: Path) -> None:
+    with WorkerStub() as stub:
+        result = run_simulation(small_run(tmp_path, "fixed", worker_url=stub.url))
+        times = [call.at for call in stub.calls]
+
+    assert result.pace is not None
+    assert result.pace.worker_calls == len(times)
+    assert result.pace.max_in_any_second == max_in_window(times)[0]
+
+
+def test_a_cpu_spike_at_the_worker_cuts_the_pace_to_a_quarter(tmp_path: Path) -> None:
+    """The first second's calls go at once; the rest must wait for the cut limit. A short wait
+    budget keeps them from being reserved at the old limit before the spike."""
+    spike_at = 0.5
+    with WorkerStub() as stub:
+        config = small_run(
+            tmp_path,
+            "sliding",
+            tasks=150,
+            worker_url=stub.url,
+            cpu_spike_at=spike_at,
+            max_wait=1.0,
+            visibility_timeout=1.0,
+        )
+        result = run_simulation(config)
+        times = sorted(call.at for call in stub.calls)
+    late = [at for at in times if at >= times[0] + spike_at + 0.5]
+
+    assert [limit for _, limit in result.limit_changes] == [MAX_CPS, MAX_CPS / 4]
+    assert result.cpu_spiked_at is not None
+    assert result.cpu_spiked_at >= spike_at
+    assert late
+    # Well under the next tier (half): a burst the threads deliver a little late may add a few.
+    assert max_in_window(late)[0] < MAX_CPS / 2
+
+
+def test_custom_hooks_replace_the_built_in_health_agent(tmp_path: Path) -> None:
+    seen: list[StubHealth] = []
+    asked: list[bool] = []
+
+    def limit_in_force() -> float:
+        asked.append(True)
+        return MAX_CPS
+
+    hooks = Hooks(on_health=seen.append, limit_in_force=limit_in_force)
+    config = small_run(tmp_path, "token", tasks=100, cpu_spike_at=0.3, cpu_spike_percent=91.0)
+
+    run_simulation(config, hooks)
+
+    assert seen[0].cpu_percent < 80.0
+    assert seen[-1].cpu_percent == 91.0
+    assert asked
+
+
+# -- the limit in force, as the chart draws it ----------------------------------------------
+
+
+@pytest.fixture
+def adaptive_limiters() -> dict[str, Limiter]:
+    prefix = f"sim-test-{uuid.uuid4().hex[:8]}"
+    strategies = {
+        "fixed": FixedWindow(MAX_CPS),
+        "sliding": SlidingWindow(MAX_CPS),
+        "token": TokenBucket(rate=MAX_CPS, burst=1),
+    }
+    return {
+        name: Limiter.from_url(
+            "memory://", strategy, prefix=f"{prefix}-{name}", adaptive=AdaptivePolicy()
+        )
+        for name, strategy in strategies.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("cpu", "answer_rate", "cap", "expected"),
+    [
+        (None, None, None, MAX_CPS),
+        (50.0, 0.6, None, MAX_CPS),
+        (85.0, 0.6, None, MAX_CPS / 2),
+        (95.0, 0.6, None, MAX_CPS / 4),
+        (50.0, 0.1, None, MAX_CPS / 2),
+        (None, None, 40, 40),
+        (85.0, 0.6, 40, 20),
+    ],
+)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_limit_in_force_follows_the_health_report_and_the_cap(
+    adaptive_limiters: dict[str, Limiter],
+    strategy: str,
+    cpu: float | None,
+    answer_rate: float | None,
+    cap: int | None,
+    expected: float,
+) -> None:
+    limiter = adaptive_limiters[strategy]
+    if cpu is not None:
+        limiter.report_health(cpu=cpu, answer_rate=answer_rate)
+    if cap is not None:
+        limiter.set_cap(cap, ttl=60)
+
+    assert limit_in_force(limiter) == expected
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def test_main_prints_only_the_summary_and_returns_it(tmp_path: Path) -> None:
+    out = io.StringIO()
+    argv = ["--tasks", "100", "--max-cps", str(MAX_CPS), "--out", str(tmp_path)]
+
+    result = main([*argv, "--no-progress", "--visibility-timeout", "0.2"], out=out)
+
+    assert out.getvalue() == result.render() + "\n"
+    assert result.ok
+
+
+def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "dialer_lambda.simulate", "--strategy", "sliding"),
+            *("--tasks", "100", "--visibility-timeout", "0.2", "--out", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "busiest 1 s" in completed.stdout
+    assert (tmp_path / "calls-sliding.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--tasks", "0"], "tasks"),
+        (["--batch-size", "11"], "batch_size"),
+        (["--invalid-rate", "1.5"], "invalid_rate"),
+        (["--strategy", "leaky"], "strategy"),
+    ],
+)
+def test_the_command_line_refuses_impossible_settings(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+# -- the synthetic campaign -----------------------------------------------------------------
+
+
+def test_synthetic_tasks_are_distinct_with_one_percent_invalid_numbers() -> None:
+    tasks = make_tasks(1000, seed=1, run_id="r")
+
+    keys = {(t["campaignId"], t["contactId"], t["attempts"]) for t in tasks}
+    assert len(keys) == len({t["messageId"] for t in tasks}) == 1000
+    assert sum(1 for t in tasks if not E164.fullmatch(t["phoneNumber"])) == 10
+    assert all(t["campaign"]["status"] == "active" for t in tasks)
+
+
+def test_synthetic_tasks_follow_the_seed() -> None:
+    now = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+
+    first = make_tasks(50, seed=3, run_id="r", enriched_at=now)
+
+    assert first == make_tasks(50, seed=3, run_id="r", enriched_at=now)
+    assert first[0]["enrichedAt"] == "2024-01-15T10:30:00.000Z"
+
+
+# -- exact counting -------------------------------------------------------------------------
+
+
+def test_the_busiest_window_may_start_anywhere_not_only_on_a_whole_second() -> None:
+    assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.2]) == (4, 0.5)
+
+
+def test_a_call_one_window_later_is_in_the_next_window() -> None:
+    assert max_in_window([0.0, 1.0, 2.0]) == (1, 0.0)
+
+
+def test_no_calls_make_an_empty_window() -> None:
+    assert max_in_window([]) == (0, 0.0)
+
+
+def test_calls_are_counted_per_hundred_milliseconds() -> None:
+    assert per_bucket([0.0, 0.05, 0.1, 0.35, 0.99], 0.0, 0.1, 10) == [2, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), max_size=60))
+def test_the_trailing_count_peaks_at_the_busiest_window(times: list[float]) -> None:
+    _, values = trailing_series(times)
+
+    assert max(values, default=0) == max_in_window(times)[0]
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        pytest.param([n / 100 for n in range(500)], id="smooth"),
+        pytest.param([second + n / 10_000 for second in range(5) for n in range(100)], id="bursts"),
+    ],
+)
+def test_the_mean_rate_reads_the_pace_whether_smooth_or_bursty(times: list[float]) -> None:
+    assert mean_rate(times) == pytest.approx(100, rel=0.02)
