@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 
 from ._errors import ConfigurationError
 
 MAX_SCOPE_LENGTH = 200
-# Whitespace, control characters and braces: braces would let a scope pick its own cluster
-# hash slot, the rest make keys unreadable in redis-cli and logs.
-_FORBIDDEN_IN_NAMES = re.compile(r"[\s\x00-\x1f\x7f{}]")
 
 
 def positive_int(name: str, value: object) -> int:
@@ -54,7 +50,10 @@ def key_part(name: str, value: object) -> str:
         raise ConfigurationError(
             f"{name} must be at most {MAX_SCOPE_LENGTH} characters, got {len(value)}"
         )
-    if _FORBIDDEN_IN_NAMES.search(value):
+    # Braces would let a name pick its own cluster hash slot; whitespace and control or format
+    # characters (Unicode's, not only ASCII's: isprintable() is false for all of them but the
+    # space) make keys unreadable in redis-cli and logs.
+    if not value.isprintable() or " " in value or "{" in value or "}" in value:
         raise ConfigurationError(
             f"{name} must not hold whitespace, control characters or braces: {value[:40]!r}"
         )
