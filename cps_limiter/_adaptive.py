@@ -23,7 +23,8 @@ DEFAULT_LOW_ANSWER_FACTOR = 0.5
 DEFAULT_MAX_AGE = 30.0
 """Seconds after which a health report is stale and ignored."""
 
-OFF_ARGUMENTS = ["0", "0", "1", "0", "1", "0", "1", "0"]
+OFF_ARGUMENTS = ["0"]
+"""The trailing ARGV of a limiter without a policy: lua/adaptive.lua then reads nothing."""
 
 
 def _fraction(name: str, value: object) -> float:
@@ -69,7 +70,6 @@ class AdaptivePolicy:
     def arguments(self) -> list[str]:
         """The trailing ARGV that lua/adaptive.lua reads."""
         return [
-            "1",
             repr(float(self.high_cpu)),
             repr(float(self.high_cpu_factor)),
             repr(float(self.critical_cpu)),
@@ -77,6 +77,7 @@ class AdaptivePolicy:
             repr(float(self.answer_rate_floor)),
             repr(float(self.low_answer_factor)),
             repr(float(self.max_age)),
+            "1",
         ]
 
     def tier(self, cpu: float | None) -> str:

@@ -192,7 +192,9 @@ class _LimiterCore:
         self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str
     ) -> _Request:
         base = self.key_base(scope)
-        keys = [*self._strategy.keys(base), cap_key(base), health_key(base)]
+        keys = self._strategy.keys(base)
+        if self._adaptive is not None:
+            keys += [cap_key(base), health_key(base)]
         args = [
             *self._parameters,
             str(permits),

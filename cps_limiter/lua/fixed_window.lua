@@ -13,8 +13,8 @@
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
--- The limiter runs adaptive.lua before this script: the last two KEYS and the last eight ARGV
--- belong to it, and `limit` below is the limit in force.
+-- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
+-- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local permits = tonumber(ARGV[3])

@@ -13,8 +13,9 @@
 --          retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
 --          integers.
--- The limiter runs adaptive.lua before this script: the last two KEYS and the last eight ARGV
--- belong to it; a cap replaces `rate`, and the health factor scales rate and burst alike.
+-- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
+-- more and the last two KEYS) belong to it; a cap replaces `rate`, and the health factor scales
+-- rate and burst alike.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
@@ -81,6 +82,8 @@ end
 
 local new_tat = tat + grant * interval
 -- %.17g keeps every digit of the double; tostring would keep 14.
-redis.call("SET", KEYS[1], string.format("%.17g", new_tat), "PX", math.ceil((new_tat - now) * 1000))
+redis.call(
+  "SET", KEYS[1], string.format("%.17g", new_tat), "PX", math.max(math.ceil((new_tat - now) * 1000), 1)
+)
 local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + EPSILON)
 return {1, grant, limit, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}
