@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import socket
+import ssl
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -120,6 +123,7 @@ def sync_client(url: str, **options: Any) -> Any:
     url, cluster = split_cluster_flag(url)
     if cluster:
         return _deferred_cluster_class()(url, **_options(options))
+    options = _tls_options(url, options, SharedContextSSLConnection)
     pool = redis.BlockingConnectionPool.from_url(
         url, **_pool_options(options, DEFAULT_POOL_TIMEOUT)
     )
@@ -127,6 +131,105 @@ def sync_client(url: str, **options: Any) -> Any:
     client.auto_close_connection_pool = True
     _probe(client, url)
     return client
+
+
+@dataclass(frozen=True, slots=True)
+class _TlsSettings:
+    """What an SSL connection's context is made of; connections with equal settings share one
+    context (an ``SSLContext`` is safe to share between threads)."""
+
+    check_hostname: bool
+    cert_reqs: Any
+    include_verify_flags: tuple[Any, ...]
+    exclude_verify_flags: tuple[Any, ...]
+    certfile: Any
+    keyfile: Any
+    password: Any = field(repr=False)  # the client key's passphrase
+    ca_certs: Any
+    ca_path: Any
+    ca_data: Any
+    min_version: Any
+    ciphers: Any
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_ssl_context(settings: _TlsSettings) -> ssl.SSLContext:
+    """The context redis-py would make, made once: redis-py makes a new one per connection,
+    and ``ssl.create_default_context()`` reads the system's CA store each time (about 25 ms,
+    holding the interpreter), so 64 connections opened at once took 1.4 s over TLS."""
+    context = ssl.create_default_context()
+    context.check_hostname = settings.check_hostname
+    context.verify_mode = settings.cert_reqs
+    for flag in settings.include_verify_flags:
+        context.verify_flags |= flag
+    for flag in settings.exclude_verify_flags:
+        context.verify_flags &= ~flag
+    if settings.certfile or settings.keyfile:
+        context.load_cert_chain(settings.certfile, settings.keyfile, settings.password)
+    if settings.ca_certs or settings.ca_path or settings.ca_data:
+        context.load_verify_locations(settings.ca_certs, settings.ca_path, settings.ca_data)
+    if settings.min_version is not None:
+        context.minimum_version = settings.min_version
+    if settings.ciphers:
+        context.set_ciphers(settings.ciphers)
+    return context
+
+
+class SharedContextSSLConnection(redis.SSLConnection):
+    """redis-py's ``SSLConnection`` with one SSL context per set of settings (see
+    `_shared_ssl_context`); OCSP checks, which need more than a context, are left to it."""
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
+        if getattr(self, "ssl_validate_ocsp", False) or getattr(
+            self, "ssl_validate_ocsp_stapled", False
+        ):
+            wrapped: ssl.SSLSocket = super()._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
+            return wrapped
+        settings = _TlsSettings(
+            check_hostname=self.check_hostname,
+            cert_reqs=self.cert_reqs,
+            include_verify_flags=tuple(getattr(self, "ssl_include_verify_flags", None) or ()),
+            exclude_verify_flags=tuple(getattr(self, "ssl_exclude_verify_flags", None) or ()),
+            certfile=self.certfile,
+            keyfile=self.keyfile,
+            password=self.certificate_password,
+            ca_certs=self.ca_certs,
+            ca_path=getattr(self, "ca_path", None),
+            ca_data=getattr(self, "ca_data", None),
+            min_version=getattr(self, "ssl_min_version", None),
+            ciphers=getattr(self, "ssl_ciphers", None),
+        )
+        return _shared_ssl_context(settings).wrap_socket(sock, server_hostname=self.host)
+
+
+class SharedContextAsyncSSLConnection(redis.asyncio.SSLConnection):
+    """The asyncio ``SSLConnection`` with a shared context; redis-py would make one per
+    connection, inside the event loop, blocking it for each."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        made = self.ssl_context
+        settings = _TlsSettings(
+            check_hostname=made.check_hostname,
+            cert_reqs=made.cert_reqs,
+            include_verify_flags=tuple(getattr(made, "include_verify_flags", None) or ()),
+            exclude_verify_flags=tuple(getattr(made, "exclude_verify_flags", None) or ()),
+            certfile=made.certfile,
+            keyfile=made.keyfile,
+            password=getattr(made, "password", None),
+            ca_certs=made.ca_certs,
+            ca_path=getattr(made, "ca_path", None),
+            ca_data=getattr(made, "ca_data", None),
+            min_version=getattr(made, "min_version", None),
+            ciphers=getattr(made, "ciphers", None),
+        )
+        made.context = _shared_ssl_context(settings)
+
+
+def _tls_options(url: str, options: dict[str, Any], connection_class: type[Any]) -> dict[str, Any]:
+    if urlsplit(url).scheme != "rediss" or "connection_class" in options:
+        return options
+    return {**options, "connection_class": connection_class}
 
 
 def _where(url: str) -> str:
@@ -161,6 +264,10 @@ def _probe(client: redis.Redis, url: str) -> None:
         pass
 
 
+def _unreachable(error: RedisClusterException) -> redis.ConnectionError:
+    return redis.ConnectionError(f"Redis Cluster unreachable: {error}")
+
+
 @functools.cache
 def _deferred_cluster_class() -> type[Any]:
     """`DeferredRedisCluster`, defined on first use so that importing cps_limiter does not
@@ -176,6 +283,12 @@ def _deferred_cluster_class() -> type[Any]:
         and again on each use until discovery succeeds; meanwhile each command raises
         ``ConnectionError``, which the limiter turns into fail-open decisions and its breaker
         into cheap ones. (The asyncio ``RedisCluster`` already discovers on first use.)
+
+        redis-py also raises ``RedisClusterException``, which is no ``RedisError``, when no
+        node answers a rediscovery (the whole cluster down); it is a ``ConnectionError`` here
+        too, so that it fails open like any outage instead of escaping the limiter. And a
+        command that failed because its master is gone is sent once more when the refreshed
+        slot map names a new master: decisions are exact again as soon as a failover is done.
         """
 
         def __init__(self, url: str, **options: Any) -> None:
@@ -204,20 +317,71 @@ def _deferred_cluster_class() -> type[Any]:
                 except RedisClusterException as exc:
                     if isinstance(exc.__cause__, redis.AuthenticationError):
                         raise exc.__cause__ from None
-                    raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+                    raise _unreachable(exc) from exc
                 finally:
                     self._discovering = False
                 self._discovered = True
 
         def execute_command(self, *args: Any, **kwargs: Any) -> Any:
             self._ensure_discovered()
-            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+            owner = self._owner(args)
+            try:
+                try:
+                    return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+                except (redis.ConnectionError, redis.TimeoutError):
+                    if owner is None or self._owner(args) in (None, owner):
+                        raise
+                    # redis-py refreshed the slot map on the error and the slot has a new master
+                    # (a failover): the command never reached that one, so it goes there now
+                    # rather than failing until the breaker's next probe.
+                    return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+            except RedisClusterException as exc:
+                raise _unreachable(exc) from exc
+
+        def _owner(self, args: tuple[Any, ...]) -> str | None:
+            """The master that serves the command's keys now, if it has any."""
+            if not self._discovered:
+                return None  # the commands of discovery itself
+            try:
+                slot = self.determine_slot(*args)
+                if slot is None:
+                    return None
+                return str(self.nodes_manager.get_node_from_slot(slot).name)
+            except (RedisClusterException, redis.RedisError, LookupError, TypeError):
+                return None
 
         def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
             self._ensure_discovered()
             return super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
 
     return DeferredRedisCluster
+
+
+@functools.cache
+def _async_cluster_class() -> type[Any]:
+    """`DiscoveringAsyncRedisCluster`, defined on first use."""
+    from redis.asyncio.cluster import RedisCluster
+
+    class DiscoveringAsyncRedisCluster(RedisCluster):
+        """The asyncio ``RedisCluster``, made safe for concurrent first commands and outages.
+
+        redis-py resolves a command's routing policy (asking a node) before its own lazy
+        discovery, and the discovery then closes the connections those commands use: a burst
+        of first commands failed with "Connection closed by server". Retrying them could run
+        a script twice (a permit counted and not granted), so discovery comes first instead.
+        As in the sync `DeferredRedisCluster`, ``RedisClusterException`` (no node answers)
+        is raised as ``ConnectionError``.
+        """
+
+        async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                if self._initialize:
+                    await self.initialize()
+                return await super().execute_command(*args, **kwargs)
+            except RedisClusterException as exc:
+                raise _unreachable(exc) from exc
+
+    return DiscoveringAsyncRedisCluster
 
 
 def async_client(url: str, **options: Any) -> Any:
@@ -232,10 +396,14 @@ def async_client(url: str, **options: Any) -> Any:
         return aioredis.FakeRedis(server=_memory_server(urlsplit(url).netloc))
     url, cluster = split_cluster_flag(url)
     if cluster:
-        from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.retry import Retry as AsyncRetry
 
-        return RedisCluster.from_url(url, **_options(options))
-    probe = redis.Redis.from_url(url, **_options(options))
+        # The sync Retry of _options would be ignored; the asyncio client needs its own.
+        retry = AsyncRetry(NoBackoff(), 0)
+        return _async_cluster_class().from_url(url, **{**_options(options), "retry": retry})
+    probe = redis.Redis.from_url(
+        url, **_options(_tls_options(url, options, SharedContextSSLConnection))
+    )
     try:
         _probe(probe, url)
     finally:
@@ -243,6 +411,9 @@ def async_client(url: str, **options: Any) -> Any:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url, **_pool_options(options, ASYNC_POOL_TIMEOUT)
     )
+    if pool.connection_class is redis.asyncio.SSLConnection:
+        # The asyncio pool's from_url lets the URL's scheme pick the class over an option.
+        pool.connection_class = SharedContextAsyncSSLConnection
     client = redis.asyncio.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True
     return client

@@ -10,12 +10,13 @@ import asyncio
 import hashlib
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ._adaptive import (
     OFF_ARGUMENTS,
@@ -46,6 +47,8 @@ FAIL_CLOSED = "closed"
 DEFAULT_DECISION_TIMEOUT = 0.2
 """Seconds an AsyncLimiter gives one decision before failing it (sync clients rely on their
 socket timeouts, which from_url sets to 0.1 s)."""
+MEMORY_DECISION_TIMEOUT = 5.0
+"""The AsyncLimiter's deadline on memory://, where nothing can stall but a busy machine."""
 DENY_CACHE_SECONDS = 1.0
 """The longest a denial is served from the local cache: a reset, a restart or a new limit
 elsewhere is noticed within it."""
@@ -57,7 +60,8 @@ MAX_CACHED_REQUESTS = 4096
 over when full, so a limiter with unbounded scopes stays bounded in memory."""
 
 # Everything that means "Redis did not give an answer"; translated here and nowhere else.
-_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+# RedisClusterException is not a RedisError: a cluster with every node down raises it.
+_BACKEND_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 _LIMITER_OPTIONS = frozenset(
     {
         "prefix",
@@ -140,6 +144,8 @@ class _LimiterCore:
         self._denials: dict[str, _Denial] | None = {} if deny_cache else None
         self._owns_client = False
         self._warned_at = -math.inf
+        # Many threads fail open at once during an outage: one of them warns.
+        self._warning_lock = threading.Lock()
         self._unwarned = 0
 
     @property
@@ -269,19 +275,20 @@ class _LimiterCore:
         )
 
     def _warn(self, reason: str) -> None:
-        now = time.monotonic()
-        if now - self._warned_at < WARNING_INTERVAL:
-            self._unwarned += 1
-            return
-        more = f" ({self._unwarned} more since the last warning)" if self._unwarned else ""
+        with self._warning_lock:
+            now = time.monotonic()
+            if now - self._warned_at < WARNING_INTERVAL:
+                self._unwarned += 1
+                return
+            more = f" ({self._unwarned} more since the last warning)" if self._unwarned else ""
+            self._warned_at = now
+            self._unwarned = 0
         logger.warning(
             "Redis unavailable, failing open: %s%s",
             reason,
             more,
             extra={"cps_limiter_fail_open": True, "cps_limiter_strategy": self._strategy.name},
         )
-        self._warned_at = now
-        self._unwarned = 0
 
     def _forget_denials(self, scope: str | None) -> None:
         if self._denials is not None:
@@ -395,6 +402,10 @@ class AsyncLimiter(_LimiterCore):
     def from_url(cls, url: str, strategy: Strategy, **options: Any) -> Self:
         """As `Limiter.from_url`, with an asyncio client."""
         mine, client_options = _split_options(options)
+        if isinstance(url, str) and url.startswith("memory:"):
+            # The deadline guards calls over a network; an in-process server has none, and the
+            # sync memory:// client has no timeout either.
+            mine.setdefault("decision_timeout", MEMORY_DECISION_TIMEOUT)
         limiter = cls(async_client(url, **client_options), strategy, **mine)
         limiter._owns_client = True
         return limiter

@@ -91,7 +91,8 @@ class Observation:
         if span is not None:
             if self._token is not None:
                 context.detach(self._token)
-            if decision is not None:
+            # A span the sampler dropped records nothing: skip building its attributes.
+            if decision is not None and span.is_recording():
                 span.set_attributes(
                     {
                         "cps_limiter.strategy": self._strategy,

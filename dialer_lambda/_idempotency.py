@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 DEFAULT_PREFIX: Final = "dialer:claim"
 # Everything that means "Redis did not answer", as the limiter counts it.
-BACKEND_ERRORS: Final = (RedisError, OSError, TimeoutError)
+# RedisClusterException is not a RedisError: a cluster with every node down raises it.
+BACKEND_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def claim_key(

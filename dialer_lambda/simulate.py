@@ -703,8 +703,7 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         monitor = _Monitor(
             stub,
             on_health=hooks.on_health or report,
-            limit_in_force=hooks.limit_in_force
-            or (lambda: limit_in_force(limiter)),
+            limit_in_force=hooks.limit_in_force or (lambda: limit_in_force(limiter)),
             started=started,
             cpu_spike_at=config.cpu_spike_at,
             cpu_spike_percent=config.cpu_spike_percent,

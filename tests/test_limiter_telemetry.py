@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -44,7 +45,7 @@ _SDK: Telemetry | None = None
 
 
 @pytest.fixture
-def telemetry() -> Telemetry:
+def telemetry() -> Iterator[Telemetry]:
     """The SDK, installed once per process (OpenTelemetry allows a single global provider)."""
     global _SDK
     if _SDK is None:
@@ -56,7 +57,9 @@ def telemetry() -> Telemetry:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _SDK = Telemetry(exporter, reader)
     _SDK.spans.clear()
-    return _SDK
+    yield _SDK
+    # The provider stays for the rest of the session: keep its exporter from hoarding spans.
+    _SDK.spans.clear()
 
 
 def test_each_decision_is_a_span_with_the_contract_attributes(

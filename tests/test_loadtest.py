@@ -1,0 +1,87 @@
+"""The load test, short: Locust with worker processes against a real Redis and the worker stub,
+so that `make loadtest` cannot rot; and its checks, which must be able to fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from loadtest.run import checks_for, scenario_result, utilisation
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 50
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_short_load_test_holds_every_limit_and_writes_its_reports(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.run",
+            "--duration",
+            "5",
+            "--processes",
+            "2",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+    )
+    report = json.loads((tmp_path / "loadtest.json").read_text())
+    failed = [check for check in report["checks"] if not check["pass"]]
+    assert (done.returncode, failed) == (0, []), done.stdout + done.stderr
+    written = {path.name for path in tmp_path.iterdir()}
+    assert {"locust_stats.csv", "locust.html", "loadtest.png", "loadtest.md"} <= written
+
+
+def _second_of_bursts(starts: list[float], size: int) -> list[float]:
+    """``size`` calls 1 ms apart from each start."""
+    return [start + index * 0.001 for start in starts for index in range(size)]
+
+
+def test_a_fixed_window_burst_across_a_boundary_fails_the_sliding_check() -> None:
+    # The limit at the end of one window and again at the start of the next: allowed by a
+    # fixed window, twice the limit within one second for a carrier.
+    times = _second_of_bursts([1.9, 2.0], LIMIT)
+    result = scenario_result("sliding", times, LIMIT, jitter=0.05)
+    failed = [check.text for check in checks_for(result, LIMIT, 0.05) if not check.passed]
+    assert any("any interval of 1 s" in text for text in failed)
+
+
+def test_the_same_burst_passes_the_fixed_window_check_per_aligned_second() -> None:
+    times = _second_of_bursts([1.9, 2.0], LIMIT)
+    result = scenario_result("fixed", times, LIMIT, jitter=0.05)
+    windowed = [c for c in checks_for(result, LIMIT, 0.05) if "aligned second" in c.text]
+    assert [check.passed for check in windowed] == [True]
+
+
+@pytest.mark.parametrize(
+    ("per_second", "expected"),
+    [
+        ({10: 7, 11: 50, 12: 50, 13: 3}, 1.0),
+        ({10: 50, 11: 25, 12: 50}, 0.5),
+        ({10: 50, 11: 50}, 0.0),
+    ],
+)
+def test_utilisation_counts_only_the_whole_seconds_between_the_first_and_the_last(
+    per_second: dict[int, int], expected: float
+) -> None:
+    assert utilisation(Counter(per_second), LIMIT) == expected
+
+
+def test_calls_during_the_warm_up_are_left_out_of_the_pacing_figures() -> None:
+    # A burst while users start, then a steady pace of the limit per second.
+    times = _second_of_bursts([0.5, 0.6], LIMIT) + [3 + i * 1.001 / LIMIT for i in range(LIMIT * 3)]
+    result = scenario_result("sliding", sorted(times), LIMIT, jitter=0.05, warmup=2.0)
+    assert (result.max_any_second, result.max_aligned_second) == (LIMIT, LIMIT)

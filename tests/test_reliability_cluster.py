@@ -1,0 +1,357 @@
+"""Redis Cluster: six real nodes on loopback (three masters, three replicas).
+
+Every strategy is exact there, each limit's keys share one slot through a hash tag, the
+dialer runs on ``REDIS_URL=redis://host:port?cluster=true``, and a master killed mid-run
+costs fail-open decisions during the failover and nothing after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from redis.cluster import RedisCluster, key_slot
+
+from cps_limiter import AsyncLimiter, Decision, Limiter
+from dialer_lambda import handler
+from dialer_lambda.worker_stub import WorkerStub
+from tests.dialer_fixtures import FakeContext, make_batch
+from tests.reliability_fixtures import (
+    BATCH,
+    DECISION_BOUND,
+    LIMIT,
+    LONG,
+    RECOVERY_BOUND,
+    STRATEGY_NAMES,
+    TASKS,
+    Load,
+    Measurement,
+    Report,
+    accounted,
+    async_hammer,
+    dialed,
+    fault_report,
+    hammer,
+    invoke_concurrently,
+    no_limiter_spans,
+    overlapping_batches,
+    strategy,
+)
+from tests.support.cluster import LocalCluster, local_cluster
+
+__all__ = ["fault_report", "no_limiter_spans"]
+
+FAILOVER_TIMEOUT = 15.0
+POLL_SECONDS = 0.01
+LOAD_SCOPES = 200
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with local_cluster() as started:
+        yield started
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+def keys_by_node(cluster: LocalCluster, pattern: str) -> dict[int, list[str]]:
+    """The keys matching ``pattern`` on each running node that holds any, by port."""
+    found: dict[int, list[str]] = {}
+    for node in cluster.running():
+        client = redis.Redis(port=node.port, decode_responses=True)
+        if client.info("replication")["role"] == "master":
+            keys = sorted(str(key) for key in client.keys(pattern))
+            if keys:
+                found[node.port] = keys
+        client.close()
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_every_strategy_is_exact_on_the_cluster(
+    cluster: LocalCluster, prefix: str, name: str
+) -> None:
+    with Limiter.from_url(cluster.url, strategy(name, LIMIT), prefix=prefix) as limiter:
+        decisions = hammer(lambda: limiter.acquire())
+    assert not any(d.fail_open for d in decisions)
+    assert sum(d.granted for d in decisions) == LIMIT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize("scope", [None, "tenant-7"])
+def test_the_keys_of_one_limit_share_the_slot_of_its_hash_tag(
+    cluster: LocalCluster, prefix: str, name: str, scope: str | None
+) -> None:
+    with Limiter.from_url(cluster.url, strategy(name, LIMIT), prefix=prefix) as limiter:
+        limiter.acquire(scope)
+        tag = prefix if scope is None else f"{prefix}:{scope}"
+        assert limiter.key_base(scope) == f"{{{tag}}}"
+    found = keys_by_node(cluster, f"{{{tag}}}*")
+    (keys,) = found.values()  # all on one master
+    assert keys
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(tag.encode())}
+
+
+@pytest.mark.slow
+def test_the_fixed_windows_counter_is_named_after_its_window_inside_the_hash_tag(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    with Limiter.from_url(cluster.url, strategy("fixed", LIMIT), prefix=prefix) as limiter:
+        limiter.acquire(permits=3)
+        now = int(limiter.client.time()[0])
+    (keys,) = keys_by_node(cluster, f"{{{prefix}}}:*").values()
+    counter = f"{{{prefix}}}:{now - now % LONG}"
+    assert counter in keys
+    client = RedisCluster.from_url(cluster.url.split("?")[0])
+    assert client.get(counter) == b"3"
+    client.close()
+
+
+@pytest.mark.slow
+def test_a_limiter_takes_a_redis_cluster_client_the_caller_built(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    client = RedisCluster(host="127.0.0.1", port=cluster.nodes[1].port)
+    limiter = Limiter(client, strategy("token", LIMIT), prefix=prefix)
+    decisions = hammer(lambda: limiter.acquire())
+    assert sum(d.granted for d in decisions) == LIMIT
+    assert limiter.client is client
+    client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+async def test_the_async_limiter_is_exact_on_the_cluster(
+    cluster: LocalCluster, prefix: str, name: str
+) -> None:
+    limiter = AsyncLimiter.from_url(cluster.url, strategy(name, LIMIT), prefix=prefix)
+    decisions = await async_hammer(limiter.acquire)
+    await limiter.aclose()
+    assert not any(d.fail_open for d in decisions)
+    assert sum(d.granted for d in decisions) == LIMIT
+
+
+# -- the dialer on the cluster -----------------------------------------------------------------
+
+
+@dataclass
+class ClusterDialer:
+    """The handler on the cluster, its worker stub, and the environment it was given."""
+
+    stub: WorkerStub
+    env: dict[str, str]
+
+    def configure(self, **changes: str) -> None:
+        handler.configure({**self.env, **changes})
+
+
+@pytest.fixture
+def cluster_dialer(cluster: LocalCluster, prefix: str) -> Iterator[ClusterDialer]:
+    """The handler configured with ``REDIS_URL=...?cluster=true`` and a worker stub."""
+    with WorkerStub() as stub:
+        dialer = ClusterDialer(
+            stub,
+            {
+                "REDIS_URL": cluster.url,
+                "NODE_WORKER_URL": stub.url,
+                "MAX_CPS": "5",
+                "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+                "CPS_KEY_PREFIX": f"{prefix}-cps",
+                "IDEMPOTENCY_KEY_PREFIX": f"{prefix}-claim",
+            },
+        )
+        dialer.configure()
+        yield dialer
+        handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+
+
+@pytest.mark.slow
+def test_the_dialer_on_a_cluster_url_paces_a_batch_at_max_cps(
+    cluster_dialer: ClusterDialer,
+) -> None:
+    result = handler.handler(make_batch(10), FakeContext())
+    assert (result["successful"], result["rateLimited"]) == (5, 5)
+    assert len(cluster_dialer.stub.calls) == 5
+
+
+@pytest.mark.slow
+def test_the_dialer_on_a_cluster_dials_a_redelivered_batch_once(
+    cluster_dialer: ClusterDialer,
+) -> None:
+    batch = make_batch(5)
+    first = handler.handler(batch, FakeContext())
+    again = handler.handler(batch, FakeContext())
+    assert (first["successful"], again["duplicates"]) == (5, 5)
+    assert len(cluster_dialer.stub.calls) == 5
+
+
+@pytest.mark.slow
+def test_the_dialers_claims_spread_over_the_clusters_slots(
+    cluster_dialer: ClusterDialer, cluster: LocalCluster, prefix: str
+) -> None:
+    handler.handler(make_batch(10), FakeContext())
+    claims = keys_by_node(cluster, f"{prefix}-claim:*")
+    assert sum(len(keys) for keys in claims.values()) == 5
+    assert len({key_slot(k.encode()) for keys in claims.values() for k in keys}) > 1
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_overlapping_redeliveries_on_the_cluster_dial_each_task_once(
+    cluster_dialer: ClusterDialer,
+) -> None:
+    cluster_dialer.configure(MAX_CPS="1000")
+    cluster_dialer.stub.set_behaviour(delay_ms=50)
+    results = invoke_concurrently(overlapping_batches())
+    counts = dialed(cluster_dialer.stub)
+    assert all(accounted(r, BATCH) for r in results)
+    assert sum(r["successful"] for r in results) == TASKS
+    assert len(counts) == TASKS
+    assert set(counts.values()) == {1}
+
+
+# -- construction during an outage, and a failover ---------------------------------------------
+
+
+class Subject:
+    """A Limiter, or an AsyncLimiter driven from synchronous code, on one URL."""
+
+    def __init__(self, kind: str, url: str, prefix: str) -> None:
+        self._runner = asyncio.Runner() if kind == "async" else None
+        made = strategy("fixed", LIMIT)
+        self.limiter: Limiter | AsyncLimiter = (
+            Limiter.from_url(url, made, prefix=prefix)
+            if self._runner is None
+            else AsyncLimiter.from_url(url, made, prefix=prefix)
+        )
+
+    def acquire(self, scope: str | None = None) -> Decision:
+        if isinstance(self.limiter, Limiter):
+            return self.limiter.acquire(scope)
+        assert self._runner is not None
+        return self._runner.run(self.limiter.acquire(scope))
+
+    def close(self) -> None:
+        if isinstance(self.limiter, Limiter):
+            self.limiter.close()
+            return
+        assert self._runner is not None
+        self._runner.run(self.limiter.aclose())
+        self._runner.close()
+
+
+def timed(call: Callable[[], Decision]) -> tuple[float, Decision]:
+    started = time.monotonic()
+    decision = call()
+    return time.monotonic() - started, decision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_limiter_made_while_the_cluster_is_down_fails_open_then_decides_once_it_is_up(
+    prefix: str, kind: str
+) -> None:
+    down = LocalCluster()
+    try:
+        subject = Subject(kind, down.url, prefix)
+        seconds, decision = timed(subject.acquire)
+        down.start()
+        up = time.monotonic()
+        while subject.acquire("probe").fail_open and time.monotonic() - up <= RECOVERY_BOUND:
+            time.sleep(POLL_SECONDS)
+        decisions = [subject.acquire("after") for _ in range(LIMIT + 5)]
+        subject.close()
+    finally:
+        down.cleanup()
+    assert decision.fail_open
+    assert seconds <= DECISION_BOUND
+    assert not any(d.fail_open for d in decisions)
+    assert sum(d.granted for d in decisions) == LIMIT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_with_every_node_down_decisions_fail_open_and_nothing_escapes(
+    prefix: str, kind: str
+) -> None:
+    with local_cluster() as own:
+        subject = Subject(kind, own.url, prefix)
+        assert not subject.acquire().fail_open
+        for node in own.nodes:
+            node.kill()
+        timed_decisions = [timed(subject.acquire) for _ in range(10)]
+        subject.close()
+    assert all(d.fail_open for _, d in timed_decisions)
+    assert max(seconds for seconds, _ in timed_decisions) <= DECISION_BOUND
+
+
+@pytest.mark.slow
+def test_with_every_node_down_the_dialer_still_dials_and_raises_nothing(prefix: str) -> None:
+    with local_cluster() as own, WorkerStub() as stub:
+        handler.configure({"REDIS_URL": own.url, "NODE_WORKER_URL": stub.url})
+        try:
+            assert handler.handler(make_batch(2), FakeContext())["successful"] == 2
+            for node in own.nodes:
+                node.kill()
+            result = handler.handler(make_batch(3), FakeContext())
+        finally:
+            handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+    assert result["successful"] == 3  # fail open, as the seed asks
+
+
+def scopes_served_by(limiter: Limiter, cluster: LocalCluster, port: int, count: int) -> list[str]:
+    """Scopes whose keys live on the master at ``port``."""
+    scopes: list[str] = []
+    for index in itertools.count():
+        scope = f"s{index}"
+        if cluster.master_of(limiter.key_base(scope)).port == port:
+            scopes.append(scope)
+            if len(scopes) == count:
+                return scopes
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_a_master_killed_mid_run_fails_open_during_the_failover_and_is_exact_after_it(
+    prefix: str, name: str, fault_report: Report
+) -> None:
+    with local_cluster() as own:
+        limiter = Limiter.from_url(own.url, strategy(name, LIMIT), prefix=prefix)
+        doomed = own.master_of(limiter.key_base())
+        scopes = itertools.cycle(scopes_served_by(limiter, own, doomed.port, LOAD_SCOPES))
+        with Load(lambda: limiter.acquire(next(scopes))) as load:
+            load.wait_for(lambda s: s.exact)
+            killed = time.monotonic()
+            doomed.kill()
+            own.wait_for_new_master(limiter.key_base(), doomed, FAILOVER_TIMEOUT)
+            promoted = time.monotonic()
+            recovered = load.wait_for(lambda s: s.started >= promoted and s.exact)
+        decisions = hammer(lambda: limiter.acquire())
+        limiter.close()
+    during = {"exact" if s.exact else "fail_open" for s in load.samples if s.started >= killed}
+    worst = load.worst()
+    fault_report.add(
+        Measurement(
+            "limiter", "cluster_master_killed", f"sync-{name}-open",
+            round(worst * 1000, 1), round((recovered.ended - promoted) * 1000, 1),
+            len(load.samples), sum(1 for s in load.samples if not s.exact),
+            {"failover_ms": round((promoted - killed) * 1000)},
+        )
+    )  # fmt: skip
+    assert load.errors() == []
+    assert worst <= DECISION_BOUND
+    assert during == {"exact", "fail_open"}
+    assert recovered.ended - promoted <= RECOVERY_BOUND
+    assert not any(d.fail_open for d in decisions)
+    assert sum(d.granted for d in decisions) == LIMIT
