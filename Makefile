@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(PY) -m dialer_lambda.simulate
+	$(PY) -m dialer_lambda.simulate $(ARGS)
 
 test: $(STAMP) lint typecheck pytest
 
