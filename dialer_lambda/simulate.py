@@ -43,6 +43,7 @@ import httpx
 
 from cps_limiter import Limiter
 
+from ._example import seed_task
 from ._logging import JsonFormatter, StdoutHandler
 from .worker_stub import Behaviour, Call, Outcome, RemoteStub, StubHandle, StubHealth, WorkerStub
 
@@ -354,19 +355,8 @@ def make_tasks(
     invalid = set(rng.sample(range(count), round(count * invalid_rate)))
     subscribers = rng.sample(range(10**8), count)
     campaign_id = f"campaign-sim-{run_id}"
-    campaign = {
-        "id": campaign_id,
-        "name": "Simulated Donation Drive",
-        "type": "voice",
-        "status": "active",
-        "config": {
-            "audioFileUrl": "https://s3.amazonaws.com/bucket/audio.mp3",
-            "ivrFlow": {"nodes": [{"id": "node-1", "type": "play"}], "startNodeId": "node-1"},
-            "callingWindows": [],
-            "maxConcurrentCalls": 100,
-        },
-        "timezone": "Asia/Jerusalem",
-    }
+    campaign = seed_task()["campaign"]
+    campaign.update(id=campaign_id, name="Simulated Donation Drive")
     stamp = (enriched_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
     enriched = stamp.replace("+00:00", "Z")
     tasks = []

@@ -8,28 +8,9 @@ import os
 import uuid
 from typing import Any
 
-# The seed's example task; the calling windows are empty, so every task may be dialed now.
-SEED_TASK: dict[str, Any] = {
-    "campaignId": "campaign-123",
-    "contactId": "contact-456",
-    "phoneNumber": "+972501234567",
-    "metadata": {"firstName": "John", "lastName": "Doe"},
-    "attempts": 0,
-    "campaign": {
-        "id": "campaign-123",
-        "name": "Donation Drive 2024",
-        "type": "voice",
-        "status": "active",
-        "config": {
-            "audioFileUrl": "https://s3.amazonaws.com/bucket/audio.mp3",
-            "ivrFlow": {"nodes": [{"id": "node-1", "type": "play"}], "startNodeId": "node-1"},
-            "callingWindows": [],
-            "maxConcurrentCalls": 100,
-        },
-        "timezone": "Asia/Jerusalem",
-    },
-    "enrichedAt": "2024-01-15T10:30:00.000Z",
-}
+from dialer_lambda._example import seed_task
+
+SEED_TASK: dict[str, Any] = seed_task()
 PHONE_DIGITS = 8
 BATCH = 10
 """Tasks per batch: the pipe's SQS batch size in the seed."""

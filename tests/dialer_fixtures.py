@@ -15,30 +15,10 @@ from typing import Any
 import pytest
 
 from dialer_lambda import Dialer, handler
+from dialer_lambda._example import seed_task
 from dialer_lambda.worker_stub import WorkerStub
 
-# The seed's example task, verbatim but for the "..." placeholders.
-SEED_TASK: dict[str, Any] = {
-    "campaignId": "campaign-123",
-    "contactId": "contact-456",
-    "phoneNumber": "+972501234567",
-    "metadata": {"firstName": "John", "lastName": "Doe"},
-    "attempts": 0,
-    "campaign": {
-        "id": "campaign-123",
-        "name": "Donation Drive 2024",
-        "type": "voice",
-        "status": "active",
-        "config": {
-            "audioFileUrl": "https://s3.amazonaws.com/bucket/audio.mp3",
-            "ivrFlow": {"nodes": [{"id": "node-1", "type": "play"}], "startNodeId": "node-1"},
-            "callingWindows": [],
-            "maxConcurrentCalls": 100,
-        },
-        "timezone": "Asia/Jerusalem",
-    },
-    "enrichedAt": "2024-01-15T10:30:00.000Z",
-}
+SEED_TASK: dict[str, Any] = seed_task()
 DIAL_KEYS = {
     "callId",
     "phoneNumber",
