@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +38,11 @@ from limits.strategies import (
 )
 
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
-from tests.support.servers import REDIS_SERVER, RedisServer, free_port, wait_for_port
+from tests.support.servers import (
+    REDIS_SERVER,
+    RedisServer,
+    worker_stub_process,
+)
 
 from ._probe import SAMPLED_RATIO, timed_rate
 
@@ -227,34 +231,9 @@ def run_once(*args: str) -> dict[str, Any]:
     return answer
 
 
-@contextlib.contextmanager
-def worker_stub(delay_ms: float = 0.0) -> Iterator[str]:
+def worker_stub(delay_ms: float = 0.0) -> contextlib.AbstractContextManager[str]:
     """The worker stub in a process of its own, as `make loadtest` runs it; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dialer_lambda.worker_stub",
-            "--port",
-            str(port),
-            "--delay-ms",
-            str(delay_ms),
-        ],
-        stdout=subprocess.DEVNULL,
-        cwd=ROOT,
-        env=_child_env(),
-    )
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return worker_stub_process(delay_ms, env=_child_env())
 
 
 # -- the comparisons ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import httpx
 import redis
 
 from dialer_lambda.simulate import max_in_window, trailing_series
-from tests.support.servers import RedisServer, free_port, wait_for_port
+from tests.support.servers import RedisServer, free_port, worker_stub_process
 
 from ._tasks import SCENARIOS
 
@@ -222,33 +222,9 @@ def checks_for(result: ScenarioResult, limit: int, jitter: float) -> list[Check]
 
 @contextlib.contextmanager
 def worker_stub(delay_ms: float, log: Path) -> Iterator[str]:
-    """``python -m dialer_lambda.worker_stub`` in a process of its own; yields its URL."""
-    port = free_port()
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dialer_lambda.worker_stub",
-                "--port",
-                str(port),
-                "--delay-ms",
-                str(delay_ms),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """``python -m dialer_lambda.worker_stub`` in a process of its own, logging to ``log``."""
+    with log.open("w") as output, worker_stub_process(delay_ms, output) as url:
+        yield url
 
 
 def stub_calls(worker_url: str) -> list[dict[str, Any]]:

@@ -8,11 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from tests.support.tls import TlsFiles
 
@@ -36,6 +38,39 @@ def wait_for_port(port: int, timeout: float = START_TIMEOUT, host: str = "127.0.
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.01)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def worker_stub_process(
+    delay_ms: float = 0.0,
+    output: int | IO[str] = subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """``python -m dialer_lambda.worker_stub`` in a process of its own; yields its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "dialer_lambda.worker_stub", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--delay-ms", str(delay_ms)],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
 
 
 @dataclass
@@ -79,12 +114,7 @@ class RedisServer:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=5)
         self.process = None
 
     def kill(self) -> None:
