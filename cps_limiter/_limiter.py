@@ -56,8 +56,8 @@ WARNING_INTERVAL = 1.0
 """Seconds between two fail-open warnings of one limiter: an outage logs a line a second, not
 one per decision."""
 MAX_CACHED_REQUESTS = 4096
-"""Prepared script calls a limiter keeps (one per scope and request shape); the cache starts
-over when full, so a limiter with unbounded scopes stays bounded in memory."""
+"""Prepared script calls a limiter keeps (one per scope, permits, partial and mode); the cache
+starts over when full, so a limiter with unbounded scopes stays bounded in memory."""
 
 # Everything that means "Redis did not give an answer"; translated here and nowhere else.
 # RedisClusterException is not a RedisError: a cluster with every node down raises it.
@@ -85,6 +85,19 @@ class _Request:
     """The fewest permits that would satisfy the request (1 when partial)."""
     max_wait: float
     mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a request's script call is for one scope, permits, partial and mode: everything but
+    ``max_wait``, which callers such as the dialer vary on every call."""
+
+    base: str
+    head: tuple[str | int, ...]
+    """EVALSHA's sha, number of keys, keys, and the ARGV before max_wait."""
+    tail: tuple[str, ...]
+    """The ARGV after max_wait."""
+    need: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +147,7 @@ class _LimiterCore:
         # SHA1 is what Redis names scripts by, not a security measure.
         self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
         self._parameters = strategy.parameters()
-        self._requests: dict[tuple[object, ...], _Request] = {}
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
         if adaptive is not None and not isinstance(adaptive, AdaptivePolicy):
             raise ConfigurationError(
                 f"adaptive must be an AdaptivePolicy or None, not {type(adaptive).__name__}"
@@ -178,39 +191,38 @@ class _LimiterCore:
     def _request(
         self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str
     ) -> _Request:
-        """The prepared script call; built once per scope and shape, then reused, since
-        building keys and arguments is a fifth of a decision's time outside Redis."""
+        """The script call; its shape is built once per scope and request shape, then reused,
+        since building keys and arguments is a fifth of a decision's time outside Redis."""
         non_negative_int("permits", permits)
         max_wait = non_negative_number("max_wait", max_wait)
         # Only validated scopes are cached, and no str equals a non-str: a bad scope of any
         # type misses the cache and is refused by key_base.
         cacheable = scope is None or type(scope) is str
-        signature = (scope, permits, bool(partial), max_wait, mode)
-        request = self._requests.get(signature) if cacheable else None
-        if request is None:
-            request = self._prepare(scope, permits, partial, max_wait, mode)
-            if len(self._requests) >= MAX_CACHED_REQUESTS:
-                self._requests.clear()
-            self._requests[signature] = request
-        return request
+        signature = (scope, permits, bool(partial), mode)
+        shape = self._shapes.get(signature) if cacheable else None
+        if shape is None:
+            shape = self._shape(scope, permits, partial, mode)
+            if len(self._shapes) >= MAX_CACHED_REQUESTS:
+                self._shapes.clear()
+            self._shapes[signature] = shape
+        evalsha = (*shape.head, repr(max_wait), *shape.tail)
+        return _Request(shape.base, evalsha, permits, shape.need, max_wait, mode)
 
-    def _prepare(
-        self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str
-    ) -> _Request:
+    def _shape(self, scope: str | None, permits: int, partial: bool, mode: str) -> _Shape:
         base = self.key_base(scope)
         keys = self._strategy.keys(base)
         if self._adaptive is not None:
             keys += [cap_key(base), health_key(base)]
-        args = [
+        head = (
+            self._sha,
+            len(keys),
+            *keys,
             *self._parameters,
             str(permits),
             "1" if partial else "0",
-            repr(max_wait),
-            mode,
-            *self._adaptive_arguments,
-        ]
+        )
         need = min(permits, 1) if partial else permits
-        return _Request(base, (self._sha, len(keys), *keys, *args), permits, need, max_wait, mode)
+        return _Shape(base, head, (mode, *self._adaptive_arguments), need)
 
     def _cached_denial(self, request: _Request) -> Decision | None:
         """A denial that Redis gave for this key and is still true: the key is exhausted until
