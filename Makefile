@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(PY) -m dialer_lambda.simulate $(ARGS)
+	$(PY) -m loadtest.simulate $(ARGS)
 
 test: $(STAMP) lint typecheck pytest
 

@@ -1,5 +1,5 @@
 """Benchmarks (``python -m loadtest.bench``) and Locust load tests (``python -m loadtest.run``).
 
 Run from the repository root: both start their own ``redis-server`` (through
-``tests.support.servers``) and worker stub, and write their reports to ``loadtest/results/``.
+``loadtest.servers``) and worker stub, and write their reports to ``loadtest/results/``.
 """

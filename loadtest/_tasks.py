@@ -8,7 +8,7 @@ import os
 import uuid
 from typing import Any
 
-from dialer_lambda._example import seed_task
+from loadtest.example import seed_task
 
 SEED_TASK: dict[str, Any] = seed_task()
 PHONE_DIGITS = 8

@@ -38,7 +38,7 @@ from limits.strategies import (
 )
 
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
-from tests.support.servers import (
+from loadtest.servers import (
     REDIS_SERVER,
     RedisServer,
     worker_stub_process,

@@ -39,8 +39,8 @@ from typing import Any
 import httpx
 import redis
 
-from dialer_lambda.simulate import max_in_window, trailing_series
-from tests.support.servers import RedisServer, free_port, worker_stub_process
+from loadtest.servers import RedisServer, free_port, worker_stub_process
+from loadtest.simulate import max_in_window, trailing_series
 
 from ._tasks import SCENARIOS
 
@@ -222,7 +222,7 @@ def checks_for(result: ScenarioResult, limit: int, jitter: float) -> list[Check]
 
 @contextlib.contextmanager
 def worker_stub(delay_ms: float, log: Path) -> Iterator[str]:
-    """``python -m dialer_lambda.worker_stub`` in a process of its own, logging to ``log``."""
+    """``python -m loadtest.worker_stub`` in a process of its own, logging to ``log``."""
     with log.open("w") as output, worker_stub_process(delay_ms, output) as url:
         yield url
 

@@ -11,7 +11,7 @@ import redis
 
 import cps_limiter
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
-from tests.support.servers import RedisServer
+from loadtest.servers import RedisServer
 
 STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "fixed": lambda limit: FixedWindow(limit),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 from redis.cluster import key_slot
 
-from tests.support.servers import RedisServer, free_port
+from loadtest.servers import RedisServer, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 MASTERS = 3

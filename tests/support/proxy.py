@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
-from tests.support.servers import free_port
+from loadtest.servers import free_port
 
 CHUNK_BYTES = 64 * 1024
 STOP_TIMEOUT = 5.0

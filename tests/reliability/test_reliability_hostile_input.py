@@ -19,10 +19,10 @@ from dialer_lambda import handler
 from dialer_lambda._config import Settings
 from dialer_lambda._idempotency import claim_key
 from dialer_lambda._tasks import E164, message_id_of
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import FakeContext, make_task
-from tests.reliability_fixtures import strategy
-from tests.support.servers import RedisServer
+from loadtest.servers import RedisServer
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import FakeContext, make_task
+from tests.support.faults import strategy
 
 PREFIX = "hostile"
 MAX_SCOPE = 200

@@ -20,9 +20,10 @@ import pytest
 
 from dialer_lambda import handler
 from dialer_lambda._batch import BatchResult
-from dialer_lambda.worker_stub import Behaviour, WorkerStub
-from tests.dialer_fixtures import FakeContext, make_task, phone_of
-from tests.reliability_fixtures import (
+from loadtest.servers import RedisServer, free_port
+from loadtest.worker_stub import Behaviour, WorkerStub
+from tests.support.dialer import FakeContext, make_task, phone_of
+from tests.support.faults import (
     BATCH,
     FAULT_SECONDS,
     FAULTS,
@@ -40,7 +41,6 @@ from tests.reliability_fixtures import (
     no_limiter_spans,
     overlapping_batches,
 )
-from tests.support.servers import RedisServer, free_port
 
 __all__ = ["fault_report", "no_limiter_spans"]
 

@@ -42,10 +42,10 @@ from cps_limiter import (
 )
 from dialer_lambda import handler
 from dialer_lambda._batch import BatchResult
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import FakeContext, make_task
+from loadtest.servers import RedisServer
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import FakeContext, make_task
 from tests.support.proxy import BlackholeProxy
-from tests.support.servers import RedisServer
 
 T = TypeVar("T")
 

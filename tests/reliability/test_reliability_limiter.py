@@ -12,7 +12,8 @@ import itertools
 import pytest
 
 from cps_limiter import BackendUnavailable, Limiter
-from tests.reliability_fixtures import (
+from loadtest.servers import RedisServer
+from tests.support.faults import (
     DECISION_BOUND,
     FAULTS,
     LIMIT,
@@ -28,7 +29,6 @@ from tests.reliability_fixtures import (
     run_fault,
     strategy,
 )
-from tests.support.servers import RedisServer
 
 __all__ = ["fault_report", "no_limiter_spans"]
 

@@ -17,8 +17,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 from dialer_lambda import BatchMetrics, handler, mask_phone
 from dialer_lambda._logging import JsonFormatter, mask_text
 from dialer_lambda._metrics import NAMESPACE, MetricsRecorder, emf_record
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import (
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import (
     Configure,
     FakeContext,
     Lines,
@@ -222,13 +222,13 @@ def traced(recording_worker: RecordingWorker, tmp_path: Path) -> list[dict[str, 
     """The spans of a batch of three, run with the SDK installed in a process of its own."""
     spans_file = tmp_path / "spans.json"
     subprocess.run(
-        [sys.executable, "-m", "tests.dialer_trace_probe", recording_worker.url, str(spans_file)],
+        [sys.executable, "-m", "tests.support.trace_probe", recording_worker.url, str(spans_file)],
         input=json.dumps(make_batch(3)),
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     spans: list[dict[str, Any]] = json.loads(spans_file.read_text())
     return spans

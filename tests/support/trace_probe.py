@@ -3,7 +3,7 @@
 It runs in a process of its own: OpenTelemetry takes one global tracer provider per process,
 and in the test process that one belongs to the limiter's telemetry tests.
 
-Usage: python -m tests.dialer_trace_probe WORKER_URL SPANS_FILE < batch.json
+Usage: python -m tests.support.trace_probe WORKER_URL SPANS_FILE < batch.json
 """
 
 from __future__ import annotations

@@ -15,15 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from dialer_lambda.worker_stub import (
+from loadtest.servers import free_port, wait_for_port
+from loadtest.worker_stub import (
     Behaviour,
     BehaviourFields,
     Outcome,
     RemoteStub,
     WorkerStub,
 )
-from tests.stub_fixtures import CLIENT_TIMEOUT_SECONDS, client, dial_body, stub
-from tests.support.servers import free_port, wait_for_port
+from tests.support.stub import CLIENT_TIMEOUT_SECONDS, client, dial_body, stub
 
 __all__ = ["client", "stub"]  # fixtures, imported for pytest
 
@@ -401,7 +401,7 @@ def test_the_command_line_serves_with_the_behaviour_given_and_stops_on_sigterm()
         [
             sys.executable,
             "-m",
-            "dialer_lambda.worker_stub",
+            "loadtest.worker_stub",
             "--port",
             str(port),
             "--fail-rate",
@@ -424,7 +424,7 @@ def test_the_command_line_serves_with_the_behaviour_given_and_stops_on_sigterm()
 
 def test_the_command_line_refuses_an_impossible_rate() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dialer_lambda.worker_stub", "--port", "0", "--fail-rate", "3"],
+        [sys.executable, "-m", "loadtest.worker_stub", "--port", "0", "--fail-rate", "3"],
         capture_output=True,
         text=True,
         timeout=30,

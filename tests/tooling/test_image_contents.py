@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from dialer_lambda.worker_stub import WorkerStub
-from tests.support.servers import redis_server
+from loadtest.servers import redis_server
+from loadtest.worker_stub import WorkerStub
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT_SECONDS = 480
 RUN_TIMEOUT_SECONDS = 60
 CAMPAIGN_TIMEZONE = "Asia/Jerusalem"

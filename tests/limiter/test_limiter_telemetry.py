@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cps_limiter import FixedWindow, Limiter, TokenBucket
-from tests.support.servers import free_port
+from loadtest.servers import free_port
 
 
 @dataclass

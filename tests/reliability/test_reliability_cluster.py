@@ -20,9 +20,10 @@ from redis.cluster import RedisCluster, key_slot
 
 from cps_limiter import AsyncLimiter, Decision, Limiter
 from dialer_lambda import handler
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import FakeContext, make_batch
-from tests.reliability_fixtures import (
+from loadtest.worker_stub import WorkerStub
+from tests.support.cluster import LocalCluster, local_cluster
+from tests.support.dialer import FakeContext, make_batch
+from tests.support.faults import (
     BATCH,
     DECISION_BOUND,
     LIMIT,
@@ -43,7 +44,6 @@ from tests.reliability_fixtures import (
     overlapping_batches,
     strategy,
 )
-from tests.support.cluster import LocalCluster, local_cluster
 
 __all__ = ["fault_report", "no_limiter_spans"]
 

@@ -1,4 +1,4 @@
-"""A campaign, simulated end to end: ``python -m dialer_lambda.simulate`` (``make demo``).
+"""A campaign, simulated end to end: ``python -m loadtest.simulate`` (``make demo``).
 
 The real handler (`dialer_lambda.handler`) runs in many concurrent invocations, in threads, over
 a few thousand synthetic dial tasks, against ``memory://`` and the worker stub started in this
@@ -939,7 +939,7 @@ def write_chart(
 
 def _parse_args(argv: Sequence[str] | None) -> SimulationConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m dialer_lambda.simulate",
+        prog="python -m loadtest.simulate",
         description="Simulate a campaign: the real handler in many concurrent invocations, "
         "against memory:// and a worker stub (or a real Redis and worker).",
     )

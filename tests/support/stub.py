@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dialer_lambda.worker_stub import WorkerStub
+from loadtest.worker_stub import WorkerStub
 
 CLIENT_TIMEOUT_SECONDS = 5.0
 

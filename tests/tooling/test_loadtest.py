@@ -13,7 +13,7 @@ import pytest
 
 from loadtest.run import checks_for, scenario_result, utilisation
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 50
 
 

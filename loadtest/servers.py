@@ -56,14 +56,14 @@ def worker_stub_process(
     output: int | IO[str] = subprocess.DEVNULL,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """``python -m dialer_lambda.worker_stub`` in a process of its own; yields its URL."""
+    """``python -m loadtest.worker_stub`` in a process of its own; yields its URL."""
     port = free_port()
-    command = [sys.executable, "-m", "dialer_lambda.worker_stub", "--port", str(port)]
+    command = [sys.executable, "-m", "loadtest.worker_stub", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--delay-ms", str(delay_ms)],
         stdout=output,
         stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
         env=env,
     )
     try:

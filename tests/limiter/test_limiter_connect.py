@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter
-from tests.support.servers import RedisServer
+from loadtest.servers import RedisServer
 
 
 def test_unix_socket_url_reaches_redis() -> None:

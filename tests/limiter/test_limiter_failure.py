@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from cps_limiter import AsyncLimiter, BackendUnavailable, FixedWindow, Limiter, SlidingWindow
+from loadtest.servers import RedisServer, free_port, stalled_listener
 from tests.conftest import STRATEGIES
-from tests.support.servers import RedisServer, free_port, stalled_listener
 
 DECISION_BOUND = 0.25  # the contract's ceiling for one decision
 

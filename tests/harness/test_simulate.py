@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from matplotlib.image import imread
 
 from cps_limiter import AdaptivePolicy, FixedWindow, Limiter, SlidingWindow, TokenBucket
-from dialer_lambda.simulate import (
+from loadtest.simulate import (
     STRATEGIES,
     Hooks,
     SimulationConfig,
@@ -33,7 +33,7 @@ from dialer_lambda.simulate import (
     run_simulation,
     trailing_series,
 )
-from dialer_lambda.worker_stub import StubHealth, WorkerStub
+from loadtest.worker_stub import StubHealth, WorkerStub
 
 TASKS = 300
 MAX_CPS = 100
@@ -261,7 +261,7 @@ def test_main_prints_only_the_summary_and_returns_it(tmp_path: Path) -> None:
 def test_the_module_runs_as_a_program(tmp_path: Path) -> None:
     completed = subprocess.run(
         [
-            *(sys.executable, "-m", "dialer_lambda.simulate", "--strategy", "sliding"),
+            *(sys.executable, "-m", "loadtest.simulate", "--strategy", "sliding"),
             *("--tasks", "100", "--visibility-timeout", "0.2", "--out", str(tmp_path)),
         ],
         capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 from dialer_lambda import CallingWindow, DialTask, InvalidTask, parse_task
 from dialer_lambda._calendar import CalendarError, CallingSchedule, parse_windows, schedule_of
 from dialer_lambda._idempotency import ClaimStore, claim_key
-from tests.dialer_fixtures import SEED_TASK, make_task
+from tests.support.dialer import SEED_TASK, make_task
 
 JERUSALEM = ZoneInfo("Asia/Jerusalem")
 

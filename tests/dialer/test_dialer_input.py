@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from dialer_lambda import Dialer, handler
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import (
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import (
     FakeContext,
     Lines,
     configure,

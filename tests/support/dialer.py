@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from dialer_lambda import Dialer, handler
-from dialer_lambda._example import seed_task
-from dialer_lambda.worker_stub import WorkerStub
+from loadtest.example import seed_task
+from loadtest.worker_stub import WorkerStub
 
 SEED_TASK: dict[str, Any] = seed_task()
 DIAL_KEYS = {

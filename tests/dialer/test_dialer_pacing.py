@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from dialer_lambda import handler
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import (
+from loadtest.servers import RedisServer, free_port, stalled_listener
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import (
     Configure,
     FakeContext,
     Lines,
@@ -24,7 +25,6 @@ from tests.dialer_fixtures import (
     memory_url,
     stub,
 )
-from tests.support.servers import RedisServer, free_port, stalled_listener
 
 __all__ = ["configure", "lines", "memory_url", "stub"]  # fixtures, for pytest
 

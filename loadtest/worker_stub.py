@@ -5,7 +5,7 @@ misbehave, per phone number or for a fraction of requests: be slow, fail, hang p
 timeout, answer 429/503/500, answer garbage, stream a huge body, or drop the connection.
 
 Python: ``with WorkerStub() as stub: ...`` (a free port, a background thread).
-Other processes: ``python -m dialer_lambda.worker_stub --port 3000 --fail-rate 0.1`` and the
+Other processes: ``python -m loadtest.worker_stub --port 3000 --fail-rate 0.1`` and the
 HTTP control endpoints ``POST /_control``, ``GET /_calls``, ``DELETE /_calls``, ``GET /_health``.
 ``GET /health`` is the worker's own simulated health (CPU, answer rate) for the adaptive pace.
 """
@@ -740,7 +740,7 @@ class RemoteStub:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m dialer_lambda.worker_stub",
+        prog="python -m loadtest.worker_stub",
         description="A stand-in for the Node.js dial worker: POST /dial answers as the seed "
         "shows; the rates below make a fraction of requests misbehave.",
     )

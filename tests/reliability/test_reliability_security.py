@@ -18,9 +18,10 @@ import redis
 
 from cps_limiter import AsyncLimiter, ConfigurationError, Decision, Limiter
 from dialer_lambda import handler
-from dialer_lambda.worker_stub import WorkerStub
-from tests.dialer_fixtures import FakeContext, make_batch
-from tests.reliability_fixtures import (
+from loadtest.servers import RedisServer
+from loadtest.worker_stub import WorkerStub
+from tests.support.dialer import FakeContext, make_batch
+from tests.support.faults import (
     DECISION_BOUND,
     LIMIT,
     RECOVERY_BOUND,
@@ -31,7 +32,6 @@ from tests.reliability_fixtures import (
     no_limiter_spans,
     strategy,
 )
-from tests.support.servers import RedisServer
 from tests.support.tls import TlsFiles, make_tls_files
 
 __all__ = ["no_limiter_spans"]

@@ -24,7 +24,7 @@ from cfnlint.decode import decode
 
 from dialer_lambda import _config, _metrics
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = PROJECT_ROOT / "deploy" / "template.yaml"
 DOCKERFILE_PATH = PROJECT_ROOT / "Dockerfile"
 DOCKERIGNORE_PATH = PROJECT_ROOT / ".dockerignore"

@@ -8,7 +8,7 @@ import sys
 
 import redis
 
-from tests.support.servers import free_port
+from loadtest.servers import free_port
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,8 @@ import pytest
 
 from cps_limiter import RateLimitExceeded
 from dialer_lambda import handler
-from dialer_lambda.worker_stub import Behaviour, WorkerStub
-from tests.dialer_fixtures import (
+from loadtest.worker_stub import Behaviour, WorkerStub
+from tests.support.dialer import (
     DIAL_KEYS,
     SEED_TASK,
     Configure,
@@ -198,7 +198,7 @@ def test_a_retry_after_the_worker_refused_the_connection_dials_the_task(
 
 
 def _free_port() -> int:
-    from tests.support.servers import free_port
+    from loadtest.servers import free_port
 
     return free_port()
 
