@@ -42,9 +42,9 @@ from typing import Any, Final, Literal, TextIO, cast
 import httpx
 
 from cps_limiter import Limiter
+from dialer_lambda._logging import JsonFormatter, StdoutHandler
+from loadtest.example import seed_task
 
-from ._example import seed_task
-from ._logging import JsonFormatter, StdoutHandler
 from .worker_stub import Behaviour, Call, Outcome, RemoteStub, StubHandle, StubHealth, WorkerStub
 
 StrategyName = Literal["fixed", "sliding", "token"]
@@ -658,7 +658,8 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
     run this while other code invokes the handler in the same process.
     """
     hooks = hooks or Hooks()
-    from . import handler as handler_module  # configured below, not at import of this module
+    # Imported here: its import configures it from os.environ, which the run then replaces.
+    from dialer_lambda import handler as handler_module
 
     run_id = uuid.uuid4().hex[:8]
     tasks = make_tasks(
