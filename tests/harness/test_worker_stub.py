@@ -16,13 +16,9 @@ import httpx
 import pytest
 
 from loadtest.servers import free_port, wait_for_port
-from loadtest.worker_stub import (
-    Behaviour,
-    BehaviourFields,
-    Outcome,
-    RemoteStub,
-    WorkerStub,
-)
+from loadtest.worker_stub import Behaviour, Outcome, RemoteStub, WorkerStub
+from loadtest.worker_stub.behaviour import SETTINGS
+from loadtest.worker_stub.cli import behaviour_of, parse_args
 from tests.support.stub import CLIENT_TIMEOUT_SECONDS, client, dial_body, stub
 
 __all__ = ["client", "stub"]  # fixtures, imported for pytest
@@ -110,7 +106,7 @@ def _huge(response: httpx.Response) -> None:
 def test_a_fault_set_for_every_request_shapes_the_answer(
     stub: WorkerStub,
     client: httpx.Client,
-    changes: BehaviourFields,
+    changes: dict[str, Any],
     check: Callable[[httpx.Response], None],
 ) -> None:
     stub.set_behaviour(**changes)
@@ -123,7 +119,7 @@ def test_a_fault_set_for_every_request_shapes_the_answer(
     [pytest.param({"http_429": 1.0}, id="429"), pytest.param({"http_503": 1.0}, id="503")],
 )
 def test_overload_answers_say_when_to_retry(
-    stub: WorkerStub, client: httpx.Client, changes: BehaviourFields
+    stub: WorkerStub, client: httpx.Client, changes: dict[str, Any]
 ) -> None:
     stub.set_behaviour(**changes)
 
@@ -252,6 +248,37 @@ def test_an_impossible_behaviour_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=named):
         Behaviour(**changes)
+
+
+EVERY_FIELD_CHANGED = Behaviour(
+    delay_ms=5.0,
+    delay_rate=0.5,
+    fail=0.1,
+    timeout=0.1,
+    http_429=0.1,
+    http_503=0.1,
+    http_500=0.1,
+    garbage=0.1,
+    huge=0.1,
+    close=0.1,
+    hang_seconds=2.0,
+    huge_bytes=100,
+    error="busy",
+)
+
+
+def test_every_behaviour_field_survives_its_json_form() -> None:
+    assert Behaviour.from_json(EVERY_FIELD_CHANGED.to_json()) == EVERY_FIELD_CHANGED
+
+
+def test_every_behaviour_field_has_a_command_line_flag() -> None:
+    argv = [
+        argument
+        for name, setting in SETTINGS.items()
+        for argument in (setting.flag(name), str(getattr(EVERY_FIELD_CHANGED, name)))
+    ]
+
+    assert behaviour_of(parse_args(argv)) == EVERY_FIELD_CHANGED
 
 
 def test_a_body_that_is_not_a_json_object_is_refused_and_recorded(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dialer_lambda import Dialer, handler
-from loadtest.example import seed_task
+from loadtest.tasks import seed_task
 from loadtest.worker_stub import WorkerStub
 
 SEED_TASK: dict[str, Any] = seed_task()

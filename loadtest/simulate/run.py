@@ -1,0 +1,234 @@
+"""One simulated campaign, start to end: `run_simulation`, and `main` for the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import httpx
+
+from dialer_lambda import Dialer
+from dialer_lambda._logging import JsonFormatter, StdoutHandler
+from loadtest.tasks import make_tasks
+from loadtest.worker_stub import Behaviour, Call, RemoteStub, StubHandle, StubHealth, WorkerStub
+
+from .config import Hooks, SimulationConfig, parse_args
+from .monitor import Monitor, limit_in_force
+from .pipe import HandlerFunction, Message, Pipe, invoke_until_drained
+from .summary import Summary, changes_of, measure_pace
+
+LIMITER_LOGGER: Final = "cps_limiter"
+
+
+@contextlib.contextmanager
+def build_dialer(env: Mapping[str, str]) -> Iterator[Dialer]:
+    """The dialer for the run, built from `env` as the Lambda builds its own, and released
+    after it. The one place that knows how the handler's package builds a dialer."""
+    # Imported here: its import configures it from os.environ, which `env` then replaces.
+    from dialer_lambda import handler
+
+    try:
+        yield handler.configure(env)
+    finally:
+        # Back on its own environment, as at import; this closes the run's dialer.
+        handler.configure()
+
+
+def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summary:
+    """Run one simulated campaign and return its summary (the chart is written to `out`).
+
+    The handler module is configured for the run and then from `os.environ` again: do not
+    run this while other code invokes the handler in the same process.
+    """
+    hooks = hooks or Hooks()
+    run_id = uuid.uuid4().hex[:8]
+    tasks = make_tasks(
+        config.tasks, seed=config.seed, run_id=run_id, invalid_rate=config.invalid_rate
+    )
+    duplicated = set(
+        random.Random(config.seed + 1).sample(
+            range(config.tasks), round(config.tasks * config.duplicate_rate)
+        )
+    )
+    messages = [
+        Message(task, task["messageId"], duplicate_pending=index in duplicated)
+        for index, task in enumerate(tasks)
+    ]
+    handler_log = config.out / f"handler-{config.strategy}.log"
+    progress = _progress_bar(config)
+    pipe = Pipe(
+        messages,
+        max_receive_count=config.max_receive_count,
+        visibility_timeout=config.visibility_timeout,
+        on_settled=progress.update,
+    )
+
+    with _worker(config) as stub, _handler_output_to(handler_log):
+        env = config.handler_env(stub.url, config.key_prefix or f"cps-sim-{run_id}")
+        with build_dialer(env) as dialer:
+            limiter = dialer.limiter
+
+            def report(health: StubHealth) -> None:
+                limiter.report_health(cpu=health.cpu_percent, answer_rate=health.answer_rate)
+
+            started = time.time()
+            monitor = Monitor(
+                stub,
+                on_health=hooks.on_health or report,
+                limit_in_force=hooks.limit_in_force or (lambda: limit_in_force(limiter)),
+                started=started,
+                cpu_spike_at=config.cpu_spike_at,
+                cpu_spike_percent=config.cpu_spike_percent,
+            )
+            _drain(pipe, dialer.process, monitor, config)
+            wall = time.time() - started
+        calls = _calls_of(stub, started)
+    progress.close()
+
+    tally = pipe.tally
+    return Summary(
+        strategy=config.strategy,
+        max_cps=config.max_cps,
+        tasks=config.tasks,
+        invocations=tally.invocations,
+        invocation_errors=tally.invocation_errors,
+        deliveries=tally.deliveries,
+        successful=tally.outcomes["successful"],
+        failed=tally.outcomes["failed"],
+        rate_limited=tally.outcomes["rateLimited"],
+        duplicates=tally.outcomes["duplicates"],
+        settled=tally.settled,
+        dead_letter_reasons=dict(tally.dead_letter_reasons),
+        redeliveries=tally.redeliveries,
+        redelivered_tasks=len(tally.redelivered),
+        duplicate_deliveries=tally.duplicate_deliveries,
+        redis_unavailable=_redis_unavailable(handler_log),
+        limit_changes=changes_of(monitor.limits),
+        cpu_spiked_at=monitor.spiked_at,
+        wall_seconds=wall,
+        pace=None if calls is None else measure_pace(config, calls, started, monitor),
+        handler_log=handler_log,
+    )
+
+
+def _drain(
+    pipe: Pipe, handler: HandlerFunction, monitor: Monitor, config: SimulationConfig
+) -> None:
+    """`config.concurrency` invocations take batches until the pipe is empty, while the
+    monitor samples."""
+    monitor_thread = threading.Thread(target=monitor.run, name="sim-monitor", daemon=True)
+    invocations = [
+        threading.Thread(
+            target=invoke_until_drained,
+            args=(pipe, handler, config.batch_size),
+            name=f"sim-invocation-{n}",
+            daemon=True,
+        )
+        for n in range(config.concurrency)
+    ]
+    monitor_thread.start()
+    for thread in invocations:
+        thread.start()
+    for thread in invocations:
+        thread.join()
+    monitor.stop.set()
+    monitor_thread.join()
+
+
+@contextlib.contextmanager
+def _worker(config: SimulationConfig) -> Iterator[StubHandle]:
+    if config.worker_url is not None:
+        with RemoteStub(config.worker_url) as remote:
+            yield remote
+        return
+    behaviour = Behaviour(delay_ms=config.worker_delay_ms, fail=config.worker_fail_rate)
+    with WorkerStub(behaviour=behaviour) as stub:
+        yield stub
+
+
+@contextlib.contextmanager
+def _handler_output_to(path: Path) -> Iterator[None]:
+    """Send the handler's output to a file while the run lasts: its JSON logs and EMF lines
+    (stdout), and the limiter's warnings, which outside Lambda would go to stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    limiter_logger = logging.getLogger(LIMITER_LOGGER)
+    added: logging.Handler | None = None
+    propagate = limiter_logger.propagate
+    if not any(isinstance(h, StdoutHandler) for h in limiter_logger.handlers):
+        added = StdoutHandler()
+        added.setFormatter(JsonFormatter())
+        limiter_logger.addHandler(added)
+        limiter_logger.propagate = False
+    try:
+        with path.open("w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            yield
+    finally:
+        if added is not None:
+            limiter_logger.removeHandler(added)
+            limiter_logger.propagate = propagate
+
+
+def _redis_unavailable(handler_log: Path) -> int:
+    """The RedisUnavailable metric summed over the EMF lines of the run."""
+    total = 0
+    with handler_log.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith('{"_aws"'):
+                total += int(json.loads(line).get("RedisUnavailable", 0))
+    return total
+
+
+def _calls_of(stub: StubHandle, since: float) -> list[Call] | None:
+    try:
+        return stub.calls_since(since)
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return None
+
+
+class _Progress:
+    """A tqdm bar on stderr, or nothing."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _progress_bar(config: SimulationConfig) -> _Progress:
+    if not config.progress:
+        return _Progress(None)
+    from tqdm import tqdm
+
+    return _Progress(
+        tqdm(
+            total=config.tasks,
+            desc=f"{config.strategy} @ {config.max_cps}/s",
+            unit="task",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+    )
+
+
+def main(
+    argv: Sequence[str] | None = None, *, hooks: Hooks | None = None, out: TextIO | None = None
+) -> Summary:
+    """Run the simulation the command line asks for, print its summary, and return it."""
+    summary = run_simulation(parse_args(argv), hooks)
+    print(summary.render(), file=out or sys.stdout)
+    return summary

@@ -1,0 +1,70 @@
+"""``python -m loadtest.worker_stub``: serve the stub until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import fields
+from types import FrameType
+from typing import Final
+
+from .behaviour import SETTINGS, Behaviour
+from .server import DEFAULT_ANSWER_RATE, DEFAULT_CPU_PERCENT, DEFAULT_HOST, WorkerStub
+
+DEFAULT_PORT: Final = 3000
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.worker_stub",
+        description="A stand-in for the Node.js dial worker: POST /dial answers as the seed "
+        "shows; the rates below make a fraction of requests misbehave.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    for field in fields(Behaviour):
+        setting = SETTINGS[field.name]
+        parser.add_argument(
+            setting.flag(field.name),
+            dest=field.name,
+            type=setting.kind.parse,
+            default=field.default,
+            help=setting.help,
+        )
+    parser.add_argument("--cpu-percent", type=float, default=DEFAULT_CPU_PERCENT)
+    parser.add_argument("--answer-rate", type=float, default=DEFAULT_ANSWER_RATE)
+    return parser.parse_args(argv)
+
+
+def behaviour_of(args: argparse.Namespace) -> Behaviour:
+    """The behaviour the command line asks for; ValueError names a field it cannot have."""
+    return Behaviour(**{name: getattr(args, name) for name in SETTINGS})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        stub = WorkerStub(
+            args.host,
+            args.port,
+            behaviour_of(args),
+            cpu_percent=args.cpu_percent,
+            answer_rate=args.answer_rate,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"worker stub: {exc}")
+        return 2
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    with stub:
+        print(f"worker stub listening on {stub.url} (POST /dial; control: POST /_control)")
+        with contextlib.suppress(KeyboardInterrupt):
+            done.wait()
+    return 0
