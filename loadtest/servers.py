@@ -1,4 +1,5 @@
-"""Real processes for tests: a redis-server of our own on a free port, started and stopped here."""
+"""Real processes for tests, the benchmark and the load test: a redis-server of our own on a free
+port and the worker stub, started and stopped here."""
 
 from __future__ import annotations
 
@@ -11,15 +12,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from tests.support.tls import TlsFiles
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: children run from here and import its packages."""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a Python child of the checkout, plus ``extra``."""
+    env = dict(os.environ)
+    # Children write and then use bytecode caches, as an installed package (and the Lambda
+    # image, where pip compiled them) would: a cold start is not a compile.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return {**env, **extra}
 
 
 def free_port() -> int:
@@ -51,26 +63,25 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def worker_stub_process(
-    delay_ms: float = 0.0,
-    output: int | IO[str] = subprocess.DEVNULL,
-    env: Mapping[str, str] | None = None,
-) -> Iterator[str]:
-    """``python -m loadtest.worker_stub`` in a process of its own; yields its URL."""
+def worker_stub_process(delay_ms: float = 0.0, log: Path | None = None) -> Iterator[str]:
+    """``python -m loadtest.worker_stub`` in a process of its own, its output going to ``log``
+    (or nowhere); yields its URL."""
     port = free_port()
     command = [sys.executable, "-m", "loadtest.worker_stub", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--delay-ms", str(delay_ms)],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-    )
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(log.open("w")) if log is not None else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [*command, "--delay-ms", str(delay_ms)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=child_env(),
+        )
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(process)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The load test, short: Locust with worker processes against a real Redis and the worker stub,
-so that `make loadtest` cannot rot; and its checks, which must be able to fail."""
+so that `make loadtest` cannot rot; its checks, which must be able to fail; and the verdicts the
+load test and the benchmark both print."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.reports import Verdict, verdict_table
 from loadtest.run import checks_for, scenario_result, utilisation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +87,41 @@ def test_calls_during_the_warm_up_are_left_out_of_the_pacing_figures() -> None:
     times = _second_of_bursts([0.5, 0.6], LIMIT) + [3 + i * 1.001 / LIMIT for i in range(LIMIT * 3)]
     result = scenario_result("sliding", sorted(times), LIMIT, jitter=0.05, warmup=2.0)
     assert (result.max_any_second, result.max_aligned_second) == (LIMIT, LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("at_least", "measured", "result"),
+    [
+        (True, 7.0, "PASS"),
+        (True, 6.9, "MISS"),
+        (False, 1.5, "PASS"),
+        (False, 1.6, "MISS"),
+    ],
+)
+def test_a_verdict_passes_on_its_side_of_the_threshold_and_at_the_threshold_itself(
+    at_least: bool, measured: float, result: str
+) -> None:
+    threshold = 7.0 if at_least else 1.5
+    verdict = Verdict("batch", "ratio", measured, threshold, at_least=at_least, unit="x")
+    assert verdict.result == result
+
+
+@pytest.mark.parametrize(
+    ("unit", "measured", "threshold", "row"),
+    [
+        ("", 3001, 50, "| 3001 | <= 50 |"),
+        ("x", 0.823, 1.0, "| 0.82x | <= 1.00x |"),
+        ("%", 0.289, 0.2, "| 28.9% | <= 20.0% |"),
+        ("MB", 41.14, 80.0, "| 41.1 MB | <= 80.0 MB |"),
+    ],
+)
+def test_a_verdicts_row_shows_the_figure_and_its_target_in_the_figures_unit(
+    unit: str, measured: float, threshold: float, row: str
+) -> None:
+    verdict = Verdict("subject", "check", measured, threshold, unit=unit)
+    assert verdict_table([verdict], "scenario")[-1] == f"| subject | check {row} {verdict.result} |"
+
+
+def test_a_verdict_refuses_a_unit_it_cannot_show() -> None:
+    with pytest.raises(ValueError, match="unit"):
+        Verdict("subject", "check", 1.0, 1.0, unit="ops/s")

@@ -1,0 +1,93 @@
+"""The issue's targets: which figure of which comparison must reach or stay under what."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from loadtest._tasks import BATCH
+from loadtest.reports import Verdict
+
+from ._measure import Comparison
+
+
+@dataclass(frozen=True)
+class Target:
+    comparison: str
+    """The key of the comparison the figure comes from; no comparison, no verdict."""
+    text: str
+    figure: Callable[[Comparison], float]
+    threshold: float
+    at_least: bool
+    unit: str = "x"
+
+    def verdict(self, comparison: Comparison) -> Verdict:
+        return Verdict(
+            self.comparison,
+            self.text,
+            self.figure(comparison),
+            self.threshold,
+            self.at_least,
+            self.unit,
+        )
+
+
+def ratio(
+    comparison: str, contender: str, reference: str, threshold: float, *, at_least: bool
+) -> Target:
+    """``contender``'s figure over ``reference``'s, round by round."""
+    return Target(
+        comparison,
+        f"{contender} against {reference}",
+        lambda c: c.ratio(contender, reference),
+        threshold,
+        at_least,
+    )
+
+
+def slowdown(comparison: str, label: str, threshold: float) -> Target:
+    """How much slower the traced contender (the second) runs than the baseline, as a fraction."""
+    return Target(
+        comparison,
+        f"{label}: slowdown against no telemetry",
+        lambda c: 1 / c.ratio(c.contenders[1].name) - 1,
+        threshold,
+        at_least=False,
+        unit="%",
+    )
+
+
+TARGETS = (
+    ratio("single", "cps_limiter FixedWindow", "limits FixedWindow", 1.0, at_least=True),
+    ratio("single", "cps_limiter TokenBucket", "limits FixedWindow", 1.0, at_least=True),
+    ratio("single", "cps_limiter SlidingWindow", "limits MovingWindow", 1.0, at_least=True),
+    ratio("single", "cps_limiter FixedWindow", "PING (one round trip)", 0.8, at_least=True),
+    ratio(
+        "batch",
+        "cps_limiter FixedWindow acquire(permits=10)",
+        "limits FixedWindow, 10 hits",
+        7.0,
+        at_least=True,
+    ),
+    *(
+        ratio("deny", f"{name}, deny cache on", f"{name}, deny cache off", 20.0, at_least=True)
+        for name in ("FixedWindow", "SlidingWindow", "TokenBucket")
+    ),
+    slowdown("tracing-batch", "OpenTelemetry SDK with a BatchSpanProcessor", 0.20),
+    slowdown("tracing-none", "OpenTelemetry API with no SDK", 0.03),
+    ratio("dialer", f"batch of {BATCH}", "one dial (batch of 1)", 1.5, at_least=False),
+    ratio("import", "import dialer_lambda.handler", "import redis, httpx", 1.5, at_least=False),
+    Target(
+        "rss",
+        f"peak RSS of a process that handled a batch of {BATCH}",
+        lambda c: c.median("handler process"),
+        80.0,
+        at_least=False,
+        unit="MB",
+    ),
+)
+
+
+def verdicts(comparisons: Mapping[str, Comparison]) -> list[Verdict]:
+    """The verdicts on the targets whose comparison ran."""
+    return [t.verdict(comparisons[t.comparison]) for t in TARGETS if t.comparison in comparisons]
