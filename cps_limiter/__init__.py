@@ -1,13 +1,16 @@
 """cps_limiter: exact, fast, fail-safe distributed rate limiting on Redis."""
 
 from ._adaptive import AdaptivePolicy, HealthReport
-from ._decision import Decision
-from ._errors import BackendUnavailable, ConfigurationError, LimiterError, RateLimitExceeded
-from ._limiter import AsyncLimiter, Limiter
+from ._async_limiter import AsyncLimiter
+from ._decision import Decision, RateLimitExceeded
+from ._errors import BackendUnavailable, ConfigurationError, LimiterError
+from ._limiter import Limiter
+from ._names import STRATEGY_NAMES, strategy_from_name
 from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
 from ._version import __version__
 
 __all__ = [
+    "STRATEGY_NAMES",
     "AdaptivePolicy",
     "AsyncLimiter",
     "BackendUnavailable",
@@ -22,4 +25,5 @@ __all__ = [
     "Strategy",
     "TokenBucket",
     "__version__",
+    "strategy_from_name",
 ]

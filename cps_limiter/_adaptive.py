@@ -2,7 +2,9 @@
 
 The policy is a value; the limit in force is computed inside each decision's script
 (``lua/adaptive.lua``) from two keys beside the limit's own: ``<base>:cap`` and
-``<base>:health``. The functions here write and read those keys for operators.
+``<base>:health``. The functions here write and read those keys for operators, on sync and
+asyncio clients alike: the ones that only send a command return what the client returns (an
+awaitable on an asyncio client), and the ones that read a reply have an ``_async`` twin.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class AdaptivePolicy:
         return "normal"
 
 
+HEALTH_TTL = 86400
+"""Seconds a health report is kept: long after it is stale it is useless."""
+_HEALTH_FIELDS = ("cpu", "answer_rate", "at")
+
+
 def cap_key(base: str) -> str:
     return f"{base}:cap"
 
@@ -105,54 +112,89 @@ class HealthReport:
     """Seconds since the report was written, on the Redis clock."""
 
 
-def _server_time(client: Any) -> float:
-    seconds, micros = client.time()
-    return float(seconds) + float(micros) / 1e6
-
-
-def write_health(client: Any, base: str, cpu: float, answer_rate: float | None) -> None:
-    """Record the dialing host's health, stamped with the Redis clock."""
+def health_fields(cpu: float, answer_rate: float | None) -> dict[str, str]:
+    """The report's fields, checked; the time is stamped when it is written."""
     fields: dict[str, str] = {"cpu": repr(float(_percent("cpu", cpu)))}
     if answer_rate is not None:
         fields["answer_rate"] = repr(float(_fraction("answer_rate", answer_rate)))
-    fields["at"] = repr(_server_time(client))
+    return fields
+
+
+def cap_arguments(limit: int, ttl: float) -> tuple[str, int]:
+    """The cap's value and its life in milliseconds, checked."""
+    positive_int("limit", limit)
+    return str(limit), math.ceil(positive_number("ttl", ttl) * 1000)
+
+
+def _seconds(server_time: Any) -> float:
+    seconds, micros = server_time
+    return float(seconds) + float(micros) / 1e6
+
+
+def _health_pipeline(client: Any, base: str, fields: dict[str, str], server_time: Any) -> Any:
+    """The commands that replace the report, stamped with the Redis clock."""
     key = health_key(base)
     pipe = client.pipeline(transaction=False)
     pipe.delete(key)
-    pipe.hset(key, mapping=fields)
-    # Long after it is stale the report is useless: let it go.
-    pipe.expire(key, 86400)
-    pipe.execute()
+    pipe.hset(key, mapping={**fields, "at": repr(_seconds(server_time))})
+    pipe.expire(key, HEALTH_TTL)
+    return pipe
 
 
-def read_health(client: Any, base: str) -> HealthReport:
-    cpu, answer_rate, at = client.hmget(health_key(base), ["cpu", "answer_rate", "at"])
-    age = None if at is None else max(_server_time(client) - float(at), 0.0)
+def _health(values: Any, server_time: Any) -> HealthReport:
+    cpu, answer_rate, at = values
     return HealthReport(
         cpu=None if cpu is None else float(cpu),
         answer_rate=None if answer_rate is None else float(answer_rate),
-        age=age,
+        age=None if at is None else max(_seconds(server_time) - float(at), 0.0),
     )
 
 
-def set_cap(client: Any, base: str, limit: int, ttl: float) -> None:
-    """Replace the base limit with ``limit`` for ``ttl`` seconds."""
-    positive_int("limit", limit)
-    milliseconds = math.ceil(positive_number("ttl", ttl) * 1000)
-    client.set(cap_key(base), str(limit), px=milliseconds)
+def _cap_pipeline(client: Any, base: str) -> Any:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(cap_key(base))
+    pipe.pttl(cap_key(base))
+    return pipe
 
 
-def clear_cap(client: Any, base: str) -> None:
-    client.delete(cap_key(base))
+def _cap(values: Any) -> tuple[int | None, float | None]:
+    value, pttl = values
+    if value is None:
+        return None, None
+    return int(value), (pttl / 1000 if pttl and pttl > 0 else None)
+
+
+def set_cap(client: Any, base: str, value: str, milliseconds: int) -> Any:
+    """Replace the base limit with ``value`` for ``milliseconds`` (see `cap_arguments`)."""
+    return client.set(cap_key(base), value, px=milliseconds)
+
+
+def clear_cap(client: Any, base: str) -> Any:
+    return client.delete(cap_key(base))
+
+
+def write_health(client: Any, base: str, fields: dict[str, str]) -> None:
+    _health_pipeline(client, base, fields, client.time()).execute()
+
+
+async def write_health_async(client: Any, base: str, fields: dict[str, str]) -> None:
+    await _health_pipeline(client, base, fields, await client.time()).execute()
+
+
+def read_health(client: Any, base: str) -> HealthReport:
+    values = client.hmget(health_key(base), _HEALTH_FIELDS)
+    return _health(values, client.time())
+
+
+async def read_health_async(client: Any, base: str) -> HealthReport:
+    values = await client.hmget(health_key(base), _HEALTH_FIELDS)
+    return _health(values, await client.time())
 
 
 def read_cap(client: Any, base: str) -> tuple[int | None, float | None]:
     """The cap in force and the seconds it has left, or (None, None)."""
-    key = cap_key(base)
-    pipe = client.pipeline(transaction=False)
-    pipe.get(key)
-    pipe.pttl(key)
-    value, pttl = pipe.execute()
-    if value is None:
-        return None, None
-    return int(value), (pttl / 1000 if pttl and pttl > 0 else None)
+    return _cap(_cap_pipeline(client, base).execute())
+
+
+async def read_cap_async(client: Any, base: str) -> tuple[int | None, float | None]:
+    return _cap(await _cap_pipeline(client, base).execute())

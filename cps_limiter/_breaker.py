@@ -31,10 +31,6 @@ class CircuitBreaker:
         positive_int("failure_threshold", self.failure_threshold)
         positive_number("recovery_time", self.recovery_time)
 
-    @property
-    def is_open(self) -> bool:
-        return self._failures >= self.failure_threshold
-
     def allow(self) -> bool:
         """Whether a call may go to Redis now."""
         if self._failures < self.failure_threshold:
@@ -51,6 +47,13 @@ class CircuitBreaker:
         if self._failures or self._probing:
             with self._lock:
                 self._failures = 0
+                self._probing = False
+
+    def record_abandoned(self) -> None:
+        """A call that ended with neither an answer nor a failure (it was cancelled): the
+        probe it may have been is free again, and nothing is counted."""
+        if self._probing:
+            with self._lock:
                 self._probing = False
 
     def record_failure(self) -> None:

@@ -13,24 +13,17 @@ from typing import Any
 
 from ._adaptive import AdaptivePolicy
 from ._connect import sync_client
+from ._core import DEFAULT_PREFIX
 from ._errors import LimiterError
-from ._limiter import DEFAULT_PREFIX, Limiter
-from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
+from ._limiter import Limiter
+from ._names import STRATEGY_NAMES, strategy_from_name
+from ._strategies import FixedWindow
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_LIMIT = 100
 DEFAULT_CAP_TTL = 600.0
 WATCH_INTERVAL = 0.25
-STRATEGY_NAMES = ("fixed", "sliding", "token")
 BAR_WIDTH = 40
-
-
-def _strategy(name: str, limit: int) -> Strategy:
-    if name == "token":
-        return TokenBucket(rate=limit)
-    if name == "sliding":
-        return SlidingWindow(limit)
-    return FixedWindow(limit)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         limiter = Limiter(
             sync_client(args.redis_url),
-            _strategy(args.strategy, args.limit),
+            strategy_from_name(args.strategy, args.limit),
             prefix=args.prefix,
             adaptive=AdaptivePolicy(),
         )

@@ -1,10 +1,10 @@
-"""The outcome of one decision."""
+"""The outcome of one decision, and the error that carries a denied one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import RateLimitExceeded
+from ._errors import LimiterError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +29,16 @@ class Decision:
         if not self.allowed:
             raise RateLimitExceeded(self)
         return self
+
+
+class RateLimitExceeded(LimiterError):
+    """The permits were denied; for callers that prefer an exception to a Decision."""
+
+    def __init__(self, decision: Decision, message: str | None = None) -> None:
+        self.decision = decision
+        self.retry_after = decision.retry_after
+        super().__init__(
+            message
+            or f"rate limit exceeded: {decision.limit} per window, retry after "
+            f"{decision.retry_after:.3f}s"
+        )

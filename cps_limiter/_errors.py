@@ -1,11 +1,10 @@
-"""The exception tree. Third-party errors are translated into these at one boundary."""
+"""The exception tree. Third-party errors are translated into these at one boundary.
+
+`RateLimitExceeded`, the one error that carries a `Decision`, lives beside it in
+``_decision.py``, so that this module imports nothing of the package.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._decision import Decision
 
 
 class LimiterError(Exception):
@@ -18,16 +17,3 @@ class ConfigurationError(LimiterError, ValueError):
 
 class BackendUnavailable(LimiterError):
     """Redis could not be reached or did not answer in time (raised when fail_mode="closed")."""
-
-
-class RateLimitExceeded(LimiterError):
-    """The permits were denied; for callers that prefer an exception to a Decision."""
-
-    def __init__(self, decision: Decision, message: str | None = None) -> None:
-        self.decision = decision
-        self.retry_after = decision.retry_after
-        super().__init__(
-            message
-            or f"rate limit exceeded: {decision.limit} per window, retry after "
-            f"{decision.retry_after:.3f}s"
-        )

@@ -18,6 +18,15 @@ STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "sliding": lambda limit: SlidingWindow(limit),
     "token": lambda limit: TokenBucket(rate=limit),
 }
+LONG = 3600
+"""A window far longer than a test: nothing refills or rolls over between its calls."""
+LASTING: dict[str, Callable[[int], Strategy]] = {
+    "fixed": lambda limit: FixedWindow(limit, window=LONG),
+    "sliding": lambda limit: SlidingWindow(limit, window=LONG),
+    "token": lambda limit: TokenBucket(rate=limit, period=LONG),
+}
+"""`STRATEGIES` for tests that count: whatever the clock does during the test, the count only
+changes by the test's own calls."""
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +92,11 @@ class SyncFacade:
 
     def reset(self, *args: Any) -> None:
         self._run(self.limiter.reset(*args))
+
+    def server_time(self) -> float:
+        """The clock of the limiter's Redis, in seconds."""
+        seconds, micros = self._run(self.limiter.client.time())
+        return float(seconds) + float(micros) / 1e6
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import pytest
 
-from cps_limiter import ConfigurationError
-from tests.conftest import STRATEGIES, SyncFacade
+from cps_limiter import ConfigurationError, FixedWindow, SlidingWindow, Strategy, TokenBucket
+from tests.conftest import LASTING, SyncFacade
 
 MakeLimiter = Callable[..., SyncFacade]
+
+ONE_SECOND: dict[str, Callable[[int], Strategy]] = {
+    "fixed": lambda limit: FixedWindow(limit),
+    "sliding": lambda limit: SlidingWindow(limit),
+    # A permit a second, like the windows: the next one is never more than a second away.
+    "token": lambda limit: TokenBucket(rate=limit, period=limit),
+}
+"""For the tests of waiting and retry times, which need the next permit within a second."""
 
 
 @pytest.fixture
 def limiter(make_limiter: MakeLimiter, strategy_name: str) -> SyncFacade:
-    return make_limiter(STRATEGIES[strategy_name](5))
+    return make_limiter(LASTING[strategy_name](5))
+
+
+@pytest.fixture
+def one_second(make_limiter: MakeLimiter, strategy_name: str) -> SyncFacade:
+    """A limiter of 5 permits in 1 s, made when the Redis clock is early in its second, so
+    that a fixed window does not roll over between the calls of a test."""
+    made = make_limiter(ONE_SECOND[strategy_name](5))
+    into_second = made.server_time() % 1.0
+    if into_second > 0.5:
+        time.sleep(1.0 - into_second)  # aligning to the Redis clock, not waiting for a result
+    return made
 
 
 def test_grants_up_to_the_limit_then_denies(limiter: SyncFacade) -> None:
@@ -24,9 +44,9 @@ def test_grants_up_to_the_limit_then_denies(limiter: SyncFacade) -> None:
     assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
 
 
-def test_a_denial_says_when_to_retry(limiter: SyncFacade) -> None:
-    limiter.acquire(permits=5)
-    denied = limiter.acquire()
+def test_a_denial_says_when_to_retry(one_second: SyncFacade) -> None:
+    one_second.acquire(permits=5)
+    denied = one_second.acquire()
     assert (denied.granted, denied.remaining) == (0, 0)
     assert 0 < denied.retry_after <= 1.0
     assert denied.reset_after > 0
@@ -78,9 +98,9 @@ def test_peek_consumes_nothing(limiter: SyncFacade) -> None:
     assert limiter.acquire(permits=5).allowed
 
 
-def test_peek_on_an_exhausted_limit_says_when(limiter: SyncFacade) -> None:
-    limiter.acquire(permits=5)
-    peeked = limiter.peek()
+def test_peek_on_an_exhausted_limit_says_when(one_second: SyncFacade) -> None:
+    one_second.acquire(permits=5)
+    peeked = one_second.peek()
     assert (peeked.allowed, peeked.remaining) == (False, 0)
     assert 0 < peeked.retry_after <= 1.0
 
@@ -99,9 +119,9 @@ def test_scopes_are_limited_apart(limiter: SyncFacade) -> None:
     assert limiter.acquire(permits=5).allowed
 
 
-def test_max_wait_waits_for_the_next_slot_instead_of_denying(limiter: SyncFacade) -> None:
-    limiter.acquire(permits=5)
-    decision = limiter.acquire(max_wait=1.5)
+def test_max_wait_waits_for_the_next_slot_instead_of_denying(one_second: SyncFacade) -> None:
+    one_second.acquire(permits=5)
+    decision = one_second.acquire(max_wait=1.5)
     assert (decision.allowed, decision.granted) == (True, 1)
     assert 0 < decision.waited <= 1.0
 
@@ -114,9 +134,9 @@ def test_max_wait_too_short_denies_at_once(limiter: SyncFacade) -> None:
     assert decision.waited == 0.0
 
 
-def test_partial_with_max_wait_takes_what_the_next_slot_holds(limiter: SyncFacade) -> None:
-    limiter.acquire(permits=5)
-    decision = limiter.acquire(permits=10, partial=True, max_wait=1.5)
+def test_partial_with_max_wait_takes_what_the_next_slot_holds(one_second: SyncFacade) -> None:
+    one_second.acquire(permits=5)
+    decision = one_second.acquire(permits=10, partial=True, max_wait=1.5)
     assert decision.allowed
     assert 1 <= decision.granted <= 5
     assert decision.waited > 0

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
 
-from cps_limiter import AdaptivePolicy, ConfigurationError, FixedWindow, Limiter, TokenBucket
+from cps_limiter import (
+    AdaptivePolicy,
+    AsyncLimiter,
+    BackendUnavailable,
+    ConfigurationError,
+    FixedWindow,
+    Limiter,
+    TokenBucket,
+)
+from loadtest.servers import free_port
 from tests.conftest import STRATEGIES
 
 
@@ -143,3 +153,45 @@ def test_an_invalid_report_is_refused(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         limiter.report_health(cpu=cpu, answer_rate=answer_rate)
+
+
+def test_an_invalid_report_is_refused_before_anything_is_sent() -> None:
+    limiter = Limiter.from_url(f"redis://127.0.0.1:{free_port()}/0", FixedWindow(10))
+    with pytest.raises(ConfigurationError, match="cpu must be a percentage"):
+        limiter.report_health(cpu=101.0)
+
+
+def test_an_operators_call_to_a_redis_that_is_down_raises_backend_unavailable() -> None:
+    limiter = Limiter.from_url(f"redis://127.0.0.1:{free_port()}/0", FixedWindow(10))
+    with pytest.raises(BackendUnavailable):
+        limiter.set_cap(10, ttl=60)
+
+
+@pytest.fixture
+async def async_limiter(backend_url: str, prefix: str) -> AsyncIterator[AsyncLimiter]:
+    limiter = AsyncLimiter.from_url(
+        backend_url, FixedWindow(100), prefix=prefix, adaptive=AdaptivePolicy()
+    )
+    yield limiter
+    await limiter.aclose()
+
+
+async def test_the_async_limiter_reports_and_reads_health(async_limiter: AsyncLimiter) -> None:
+    await async_limiter.report_health(cpu=85.0, answer_rate=0.9)
+    health = await async_limiter.health()
+    assert (health.cpu, health.answer_rate) == (85.0, 0.9)
+    assert health.age is not None
+    assert (await async_limiter.peek()).limit == 50
+
+
+async def test_the_async_limiter_sets_reads_and_clears_the_cap(
+    async_limiter: AsyncLimiter,
+) -> None:
+    await async_limiter.set_cap(40, ttl=600)
+    cap, left = await async_limiter.cap()
+    assert cap == 40
+    assert left is not None
+    assert 590 < left <= 600
+    assert (await async_limiter.peek()).limit == 40
+    await async_limiter.clear_cap()
+    assert await async_limiter.cap() == (None, None)

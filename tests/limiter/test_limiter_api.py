@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import re
 
 import pytest
 
 import cps_limiter
-from cps_limiter import ConfigurationError, Decision, FixedWindow, SlidingWindow, TokenBucket
+from cps_limiter import (
+    STRATEGY_NAMES,
+    ConfigurationError,
+    Decision,
+    FixedWindow,
+    Limiter,
+    SlidingWindow,
+    Strategy,
+    TokenBucket,
+    strategy_from_name,
+)
 
-LUA_FILES = ["fixed_window.lua", "sliding_window.lua", "token_bucket.lua"]
+
+def isort_order(name: str) -> tuple[int, str]:
+    """The order ruff (RUF022) keeps ``__all__`` in: constants, then classes, then the rest."""
+    kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
+    return kind, name
 
 
 def test_all_is_sorted() -> None:
-    assert cps_limiter.__all__ == sorted(cps_limiter.__all__)
+    assert cps_limiter.__all__ == sorted(cps_limiter.__all__, key=isort_order)
 
 
 def test_all_names_exactly_the_public_attributes() -> None:
@@ -50,26 +63,6 @@ def test_errors_form_one_tree() -> None:
     ):
         assert issubclass(error, cps_limiter.LimiterError)
     assert issubclass(ConfigurationError, ValueError)
-
-
-@pytest.mark.parametrize("name", LUA_FILES)
-def test_scripts_load_from_the_installed_package(name: str) -> None:
-    source = importlib.resources.files("cps_limiter").joinpath("lua", name).read_text()
-    header = "\n".join(line for line in source.splitlines() if line.startswith("--"))
-    for word in ("KEYS[1]", "ARGV[1]", "Reply", "seconds"):
-        assert word in header
-    assert 'redis.call("TIME")' in source
-
-
-@pytest.mark.parametrize("name", LUA_FILES)
-def test_scripts_return_durations_as_strings(name: str) -> None:
-    source = importlib.resources.files("cps_limiter").joinpath("lua", name).read_text()
-    returns = [line for line in source.splitlines() if line.strip().startswith("return {")]
-    assert returns
-    for line in returns:
-        # the last three fields are seconds: strings, never bare Lua numbers
-        fields = re.split(r",\s*", line.strip()[len("return {") : -1])
-        assert all(f.startswith(('"', "tostring(", "seconds(")) for f in fields[-3:]), line
 
 
 def test_py_typed_is_shipped() -> None:
@@ -132,8 +125,46 @@ def test_unknown_fail_mode_is_a_configuration_error() -> None:
         cps_limiter.Limiter.from_url("memory://", FixedWindow(1), fail_mode="sometimes")
 
 
-def test_the_adaptive_prelude_documents_its_keys_and_arguments() -> None:
-    source = importlib.resources.files("cps_limiter").joinpath("lua", "adaptive.lua").read_text()
-    assert source.startswith("-- Adaptive limit")
-    for word in ("KEYS[#KEYS - 1]", "KEYS[#KEYS]", "ARGV[#ARGV]", "seconds"):
-        assert word in source
+@pytest.mark.parametrize(
+    ("name", "strategy"),
+    [
+        ("fixed", FixedWindow(7)),
+        ("sliding", SlidingWindow(7)),
+        # A burst of 1, as the dialer paces: calls spaced 1/limit apart.
+        ("token", TokenBucket(rate=7, burst=1)),
+    ],
+)
+def test_a_strategy_by_name_is_the_one_the_name_says(name: str, strategy: Strategy) -> None:
+    assert strategy_from_name(name, 7) == strategy
+
+
+def test_strategy_names_are_the_names_the_factory_knows() -> None:
+    assert STRATEGY_NAMES == ("fixed", "sliding", "token")
+    for name in STRATEGY_NAMES:
+        assert isinstance(strategy_from_name(name, 1), Strategy)
+
+
+def test_an_unknown_strategy_name_names_itself_and_the_choices() -> None:
+    with pytest.raises(ConfigurationError, match=r"'leaky'.*fixed, sliding, token"):
+        strategy_from_name("leaky", 10)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True])
+def test_a_strategy_by_name_needs_a_positive_int_limit(limit: object) -> None:
+    with pytest.raises(ConfigurationError, match="limit must be"):
+        strategy_from_name("token", limit)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Limiter.from_url("memory://", FixedWindow(1), decision_timeout=1.0),
+        lambda: Limiter(object(), FixedWindow(1), decision_timeout=1.0),
+    ],
+    ids=["from_url", "constructor"],
+)
+def test_a_sync_limiter_refuses_decision_timeout_and_says_what_bounds_it(
+    make: object,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"decision_timeout.*socket timeouts"):
+        make()  # type: ignore[operator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import redis
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter
 from loadtest.servers import RedisServer
 
+HOUR = 3600
+"""The window of tests that count: it does not roll over between their calls."""
+
 
 def test_unix_socket_url_reaches_redis() -> None:
-    socket = Path(tempfile.mkdtemp(prefix="redis-sock-")) / "redis.sock"
-    server = RedisServer(extra_args=["--unixsocket", str(socket), "--unixsocketperm", "700"])
+    path = Path(tempfile.mkdtemp(prefix="redis-sock-")) / "redis.sock"
+    server = RedisServer(extra_args=["--unixsocket", str(path), "--unixsocketperm", "700"])
     server.start()
     try:
-        with Limiter.from_url(f"unix://{socket}", FixedWindow(2)) as limiter:
+        with Limiter.from_url(f"unix://{path}", FixedWindow(2, window=HOUR)) as limiter:
             decisions = [limiter.acquire() for _ in range(3)]
         assert [d.allowed for d in decisions] == [True, True, False]
         assert not any(d.fail_open for d in decisions)
@@ -26,17 +30,17 @@ def test_unix_socket_url_reaches_redis() -> None:
 
 
 def test_memory_urls_with_one_name_share_one_server() -> None:
-    first = Limiter.from_url("memory://shared-name", FixedWindow(2))
-    second = Limiter.from_url("memory://shared-name", FixedWindow(2))
-    other = Limiter.from_url("memory://other-name", FixedWindow(2))
+    first = Limiter.from_url("memory://shared-name", FixedWindow(2, window=HOUR))
+    second = Limiter.from_url("memory://shared-name", FixedWindow(2, window=HOUR))
+    other = Limiter.from_url("memory://other-name", FixedWindow(2, window=HOUR))
     assert first.acquire(permits=2).allowed
     assert not second.acquire().allowed
     assert other.acquire(permits=2).allowed
 
 
 async def test_memory_is_shared_by_sync_and_async_limiters() -> None:
-    sync = Limiter.from_url("memory://both-kinds", FixedWindow(2))
-    asyn = AsyncLimiter.from_url("memory://both-kinds", FixedWindow(2))
+    sync = Limiter.from_url("memory://both-kinds", FixedWindow(2, window=HOUR))
+    asyn = AsyncLimiter.from_url("memory://both-kinds", FixedWindow(2, window=HOUR))
     assert sync.acquire(permits=2).allowed
     assert not (await asyn.acquire()).allowed
 
@@ -68,3 +72,18 @@ def test_limiter_options_and_client_options_are_told_apart(redis_url: str, prefi
 def test_an_unknown_client_option_fails_clearly(redis_url: str) -> None:
     with pytest.raises(TypeError, match="no_such_option"):
         Limiter.from_url(redis_url, FixedWindow(1), no_such_option=1).acquire()
+
+
+async def test_the_async_from_url_sends_nothing_so_it_never_blocks_its_loop(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def blocking(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a blocking call to Redis inside a coroutine")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket, "create_connection", blocking)
+        patched.setattr(socket.socket, "connect", blocking)
+        patched.setattr(redis.Redis, "execute_command", blocking)
+        limiter = AsyncLimiter.from_url(redis_url, FixedWindow(1), prefix=prefix)
+    assert (await limiter.acquire()).allowed
+    await limiter.aclose()

@@ -11,7 +11,7 @@ import pytest
 
 from cps_limiter import AsyncLimiter, BackendUnavailable, FixedWindow, Limiter, SlidingWindow
 from loadtest.servers import RedisServer, free_port, stalled_listener
-from tests.conftest import STRATEGIES
+from tests.conftest import LASTING, STRATEGIES
 
 DECISION_BOUND = 0.25  # the contract's ceiling for one decision
 
@@ -142,7 +142,7 @@ def test_a_restart_fails_open_then_is_exact_again(
 
 
 async def test_sync_and_async_give_the_same_decisions(redis_url: str, prefix: str) -> None:
-    for name, make in STRATEGIES.items():
+    for name, make in LASTING.items():
         sync = Limiter.from_url(redis_url, make(4), prefix=f"{prefix}s{name}", deny_cache=False)
         asyn = AsyncLimiter.from_url(
             redis_url, make(4), prefix=f"{prefix}a{name}", deny_cache=False
@@ -178,11 +178,11 @@ async def test_async_callers_in_flight_share_one_limit(redis_url: str, prefix: s
     await limiter.aclose()
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(LASTING))
 def test_the_deny_cache_answers_an_exhausted_key_without_redis(
     redis_url: str, prefix: str, name: str
 ) -> None:
-    limiter = Limiter.from_url(redis_url, STRATEGIES[name](3), prefix=prefix)
+    limiter = Limiter.from_url(redis_url, LASTING[name](3), prefix=prefix)
     assert limiter.acquire(permits=3).allowed
     first = limiter.acquire()
     assert not first.allowed
@@ -191,3 +191,14 @@ def test_the_deny_cache_answers_an_exhausted_key_without_redis(
     cached = [limiter.acquire() for _ in range(100)]
     assert not any(d.allowed or d.fail_open for d in cached)
     assert all(0 < d.retry_after <= first.retry_after for d in cached)
+
+
+@pytest.mark.parametrize("name", sorted(LASTING))
+def test_a_cached_denial_says_what_redis_would(redis_url: str, prefix: str, name: str) -> None:
+    cached = Limiter.from_url(redis_url, LASTING[name](3), prefix=prefix)
+    asking = Limiter.from_url(redis_url, LASTING[name](3), prefix=prefix, deny_cache=False)
+    cached.acquire(permits=3)
+    cached.acquire()  # denied by Redis, and kept
+    from_cache, from_redis = cached.acquire(), asking.acquire()
+    assert from_cache.retry_after == pytest.approx(from_redis.retry_after, abs=0.1)
+    assert from_cache.reset_after == pytest.approx(from_redis.reset_after, abs=0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from opentelemetry import metrics, trace
@@ -104,7 +105,8 @@ def test_decisions_are_counted_by_strategy_and_outcome(
     telemetry: Telemetry, redis_url: str, prefix: str
 ) -> None:
     before = telemetry.decisions()
-    limiter = Limiter.from_url(redis_url, TokenBucket(rate=2), prefix=prefix)
+    # Two permits an hour: none comes back while the test runs.
+    limiter = Limiter.from_url(redis_url, TokenBucket(rate=2, period=3600), prefix=prefix)
     for _ in range(3):
         limiter.acquire()
     Limiter.from_url(f"redis://127.0.0.1:{free_port()}/0", TokenBucket(rate=2)).acquire()
@@ -115,3 +117,18 @@ def test_decisions_are_counted_by_strategy_and_outcome(
         return after.get(key, 0) - before.get(key, 0)
 
     assert (delta("allowed"), delta("denied"), delta("fail_open")) == (2, 1, 1)
+
+
+class UnplannedFailure:
+    """A client library failing in a way nobody planned for."""
+
+    def evalsha(self, *args: Any) -> Any:
+        raise ValueError("range() arg 3 must not be zero")
+
+
+def test_an_unplanned_client_error_is_counted_as_a_fail_open_decision(
+    telemetry: Telemetry,
+) -> None:
+    before = telemetry.decisions().get(("fixed_window", "fail_open"), 0)
+    Limiter(UnplannedFailure(), FixedWindow(5)).acquire()
+    assert telemetry.decisions().get(("fixed_window", "fail_open"), 0) == before + 1

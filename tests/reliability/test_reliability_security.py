@@ -196,19 +196,36 @@ def server_and_ca(
     return request.getfixturevalue("tls_server"), tls_files.ca_cert
 
 
-@pytest.mark.parametrize("kind", [Limiter, AsyncLimiter])
+def assert_refused_naming_user_and_host_only(error: ConfigurationError, port: int) -> None:
+    message = str(error)
+    assert "refused the credentials" in message
+    assert f"user {USER!r} at 127.0.0.1:{port}" in message
+    assert leaked(traceback.format_exception(error)) == []
+    assert PASSWORD + "-wrong" not in "".join(traceback.format_exception(error))
+
+
 def test_a_wrong_password_fails_at_start_naming_the_user_and_host_but_not_the_password(
-    server_and_ca: tuple[RedisServer, Path | None], kind: type[Limiter] | type[AsyncLimiter]
+    server_and_ca: tuple[RedisServer, Path | None],
 ) -> None:
     server, ca = server_and_ca
-    wrong = url_of(server, PASSWORD + "-wrong", ca=ca)
     with pytest.raises(ConfigurationError) as raised:
-        kind.from_url(wrong, strategy("fixed", LIMIT))
-    message = str(raised.value)
-    assert "refused the credentials" in message
-    assert f"user {USER!r} at 127.0.0.1:{server.port}" in message
-    assert leaked(traceback.format_exception(raised.value)) == []
-    assert PASSWORD + "-wrong" not in "".join(traceback.format_exception(raised.value))
+        Limiter.from_url(url_of(server, PASSWORD + "-wrong", ca=ca), strategy("fixed", LIMIT))
+    assert_refused_naming_user_and_host_only(raised.value, server.port)
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+async def test_a_wrong_password_fails_the_async_limiters_first_call_not_open(
+    server_and_ca: tuple[RedisServer, Path | None], fail_mode: str
+) -> None:
+    """The asyncio from_url sends nothing (it runs inside a coroutine): the first call that
+    meets Redis refusing the credentials raises, whatever the fail mode."""
+    server, ca = server_and_ca
+    wrong = url_of(server, PASSWORD + "-wrong", ca=ca)
+    limiter = AsyncLimiter.from_url(wrong, strategy("fixed", LIMIT), fail_mode=fail_mode)
+    with pytest.raises(ConfigurationError) as raised:
+        await limiter.acquire()
+    await limiter.aclose()
+    assert_refused_naming_user_and_host_only(raised.value, server.port)
 
 
 def test_no_password_for_a_server_that_requires_one_fails_at_start(
@@ -249,6 +266,22 @@ def test_a_password_revoked_while_running_fails_open_without_printing_it(
     assert all(d.allowed and d.fail_open for _, d in timed)
     assert max(seconds for seconds, _ in timed) <= DECISION_BOUND
     assert any("AuthenticationError" in text for text in logs.texts())
+    assert leaked(logs.texts()) == []
+
+
+async def test_a_password_revoked_while_the_async_limiter_runs_fails_open(
+    revocable: RedisServer, prefix: str
+) -> None:
+    limiter = AsyncLimiter.from_url(url_of(revocable), strategy("fixed", LIMIT), prefix=prefix)
+    assert not (await limiter.acquire()).fail_open
+    root = admin(revocable)
+    root.acl_setuser(USER, enabled=True, reset_passwords=True, passwords=["+rotated-elsewhere"])
+    root.client_kill_filter(user=USER)
+    root.close()
+    with captured("cps_limiter") as logs:
+        decisions = [await limiter.acquire() for _ in range(5)]
+    await limiter.aclose()
+    assert all(d.allowed and d.fail_open for d in decisions)
     assert leaked(logs.texts()) == []
 
 

@@ -1,0 +1,151 @@
+"""AsyncLimiter: `Limiter` for asyncio; all but its calls to Redis is `LimiterCore`'s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from redis.exceptions import NoScriptError
+
+from ._adaptive import (
+    HealthReport,
+    cap_arguments,
+    clear_cap,
+    health_fields,
+    read_cap_async,
+    read_health_async,
+    set_cap,
+    write_health_async,
+)
+from ._connect import async_client, is_memory
+from ._core import LimiterCore, Request, split_options
+from ._credentials import where
+from ._decision import Decision
+from ._errors import BackendUnavailable
+from ._scripts import ACQUIRE, PEEK, RESET
+from ._strategies import Strategy
+from ._telemetry import Observation
+from ._validation import positive_number
+
+T = TypeVar("T")
+
+DEFAULT_DECISION_TIMEOUT = 0.2
+"""Seconds an AsyncLimiter gives one call to Redis before failing it (sync clients rely on
+their socket timeouts, which from_url sets to 0.1 s)."""
+MEMORY_DECISION_TIMEOUT = 5.0
+"""The AsyncLimiter's deadline on memory://, where nothing can stall but a busy machine."""
+
+
+class AsyncLimiter(LimiterCore):
+    """`Limiter` for asyncio, on ``redis.asyncio`` clients; methods are coroutines.
+
+    Each call to Redis also has a deadline of ``decision_timeout`` seconds (0.2 by default).
+    """
+
+    @classmethod
+    def _deadline(cls, decision_timeout: float | None) -> float:
+        if decision_timeout is None:
+            return DEFAULT_DECISION_TIMEOUT
+        return positive_number("decision_timeout", decision_timeout)
+
+    @classmethod
+    def from_url(cls, url: str, strategy: Strategy, **options: Any) -> Self:
+        """As `Limiter.from_url`, with an asyncio client, and without I/O: a wrong password
+        raises `ConfigurationError` from the first call that meets it instead (until Redis
+        has answered once; afterwards a refused password is an outage like any other)."""
+        mine, client_options = split_options(options)
+        if is_memory(url):
+            # The deadline guards calls over a network; an in-process server has none, and the
+            # sync memory:// client has no timeout either.
+            mine.setdefault("decision_timeout", MEMORY_DECISION_TIMEOUT)
+        limiter = cls(async_client(url, **client_options), strategy, **mine)
+        limiter._owns_client = True
+        limiter._backend.unchecked_credentials = where(url)
+        return limiter
+
+    async def acquire(
+        self,
+        scope: str | None = None,
+        permits: int = 1,
+        *,
+        partial: bool = False,
+        max_wait: float = 0.0,
+    ) -> Decision:
+        """As `Limiter.acquire`."""
+        request = self._request(scope, permits, partial, max_wait, ACQUIRE)
+        with Observation(self._strategy.name, permits) as seen:
+            seen.decision = decision = self._cached_denial(request) or await self._call(request)
+        if decision.waited:
+            await asyncio.sleep(decision.waited)
+        return decision
+
+    async def peek(self, scope: str | None = None) -> Decision:
+        """As `Limiter.peek`."""
+        return await self._call(self._request(scope, 0, False, 0.0, PEEK))
+
+    async def reset(self, scope: str | None = None) -> None:
+        """As `Limiter.reset`."""
+        self._forget_denials(scope)
+        await self._call(self._request(scope, 0, False, 0.0, RESET))
+
+    async def run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        """As `Limiter.run`, for an ``operation`` that returns an awaitable, which must also
+        finish within ``decision_timeout``."""
+        return await self._backend.acall(operation)
+
+    async def report_health(
+        self, cpu: float, answer_rate: float | None = None, scope: str | None = None
+    ) -> None:
+        """As `Limiter.report_health`."""
+        fields, base = health_fields(cpu, answer_rate), self.key_base(scope)
+        await self.run(lambda client: write_health_async(client, base, fields))
+
+    async def health(self, scope: str | None = None) -> HealthReport:
+        base = self.key_base(scope)
+        return await self.run(lambda client: read_health_async(client, base))
+
+    async def set_cap(self, limit: int, ttl: float, scope: str | None = None) -> None:
+        """As `Limiter.set_cap`."""
+        (value, milliseconds), base = cap_arguments(limit, ttl), self.key_base(scope)
+        await self.run(lambda client: set_cap(client, base, value, milliseconds))
+
+    async def clear_cap(self, scope: str | None = None) -> None:
+        base = self.key_base(scope)
+        await self.run(lambda client: clear_cap(client, base))
+
+    async def cap(self, scope: str | None = None) -> tuple[int | None, float | None]:
+        """As `Limiter.cap`."""
+        base = self.key_base(scope)
+        return await self.run(lambda client: read_cap_async(client, base))
+
+    async def _call(self, request: Request) -> Decision:
+        try:
+            reply = await self._backend.acall(self._script, request.evalsha)
+        except BackendUnavailable as error:
+            return self._unavailable(request, error)
+        return self._decided(request, reply)
+
+    async def _script(self, client: Any, evalsha: tuple[str | int, ...]) -> Any:
+        try:
+            return await client.evalsha(*evalsha)
+        except NoScriptError:
+            await client.script_load(self._source)
+            return await client.evalsha(*evalsha)
+
+    async def aclose(self) -> None:
+        """Close the client if this limiter made it (from_url)."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

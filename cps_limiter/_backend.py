@@ -1,0 +1,133 @@
+"""The one boundary between a limiter and its Redis.
+
+What counts as "Redis gave no answer", the circuit breaker, the asyncio deadline and the
+translation into `BackendUnavailable` live here and nowhere else; what a decision does when
+Redis gives no answer (fail open or closed) is the limiter's ``_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+
+import redis
+from redis.exceptions import RedisClusterException, RedisError
+
+from ._breaker import CircuitBreaker
+from ._credentials import refused
+from ._errors import BackendUnavailable, LimiterError
+
+logger = logging.getLogger("cps_limiter")
+
+BACKEND_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+"""Everything that means "Redis did not give an answer". RedisClusterException is not a
+RedisError: a cluster with every node down raises it."""
+LOG_INTERVAL = 1.0
+"""Seconds between two log lines of one kind from one limiter: an outage logs a line a
+second, not one per decision."""
+CIRCUIT_OPEN = "circuit open"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Throttle:
+    """Lets one log line through per `LOG_INTERVAL` and counts the ones it holds back; many
+    threads fail at once during an outage, and one of them logs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._logged_at = -math.inf
+        self._held = 0
+
+    def due(self) -> int | None:
+        """None when a line went out less than an interval ago (this one is counted), else
+        how many were held back since that line."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._logged_at < LOG_INTERVAL:
+                self._held += 1
+                return None
+            held, self._held, self._logged_at = self._held, 0, now
+            return held
+
+
+class Backend:
+    """A client behind a circuit breaker, with ``deadline`` seconds per asyncio call: every
+    operation on the client goes through `call` or `acall`, which pass it the client."""
+
+    unchecked_credentials: str | None = None
+    """The user and host of a client whose credentials nothing has checked yet (an asyncio
+    client, which cannot PING at start without blocking its loop): until Redis first answers,
+    its refusing them is a `ConfigurationError`; afterwards it is an outage like any other (a
+    password revoked while running)."""
+
+    def __init__(self, client: Any, breaker: CircuitBreaker, *, deadline: float | None) -> None:
+        self.client = client
+        self._breaker = breaker
+        self._deadline = deadline
+        self._unexpected = Throttle()
+
+    def call(
+        self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``operation(client, *args, **kwargs)``'s result, or `BackendUnavailable` from its
+        error."""
+        if not self._breaker.allow():
+            raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
+        try:
+            result = operation(self.client, *args, **kwargs)
+        except Exception as error:
+            raise self._failed(error) from error
+        except BaseException:
+            self._breaker.record_abandoned()
+            raise
+        self._answered()
+        return result
+
+    async def acall(
+        self,
+        operation: Callable[Concatenate[Any, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As `call`, for a coroutine, which also fails when the deadline passes."""
+        if not self._breaker.allow():
+            raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
+        try:
+            async with asyncio.timeout(self._deadline):
+                result = await operation(self.client, *args, **kwargs)
+        except Exception as error:
+            raise self._failed(error) from error
+        except BaseException:
+            self._breaker.record_abandoned()
+            raise
+        self._answered()
+        return result
+
+    def _answered(self) -> None:
+        self._breaker.record_success()
+        self.unchecked_credentials = None
+
+    def _failed(self, error: Exception) -> LimiterError:
+        self._breaker.record_failure()
+        place = self.unchecked_credentials
+        if place is not None and isinstance(error, redis.AuthenticationError):
+            return refused(place, error)
+        if not isinstance(error, BACKEND_ERRORS):
+            # A bug of the client library (or of the caller's operation) is no reason to let
+            # an exception through a decision: it counts as Redis failing, with its traceback.
+            held = self._unexpected.due()
+            if held is not None:
+                logger.error(
+                    "Unexpected error talking to Redis, treated as Redis unavailable%s",
+                    f" ({held} more since the last one)" if held else "",
+                    exc_info=error,
+                    extra={"cps_limiter_unexpected_error": True},
+                )
+        return BackendUnavailable(f"Redis unavailable ({type(error).__name__}: {error})")

@@ -1,0 +1,281 @@
+"""What `Limiter` and `AsyncLimiter` share: everything but the call that talks to Redis.
+
+A request's script call is built here (and cached by its shape), a denial Redis gave is kept
+here, a reply becomes a Decision here, and here is the fail-open policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, cap_key, health_key
+from ._backend import CIRCUIT_OPEN, Backend, Throttle
+from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
+from ._connect import is_cluster
+from ._decision import Decision
+from ._errors import BackendUnavailable, ConfigurationError
+from ._scripts import ACQUIRE, parse_reply, strategy_source
+from ._strategies import Strategy
+from ._validation import key_part, non_negative_int, non_negative_number
+
+logger = logging.getLogger("cps_limiter")
+
+DEFAULT_PREFIX = "cps"
+FAIL_OPEN = "open"
+FAIL_CLOSED = "closed"
+DENY_CACHE_SECONDS = 1.0
+"""The longest a denial is served from the local cache: a reset, a restart or a new limit
+elsewhere is noticed within it."""
+MAX_CACHED_REQUESTS = 4096
+"""Prepared script calls a limiter keeps (one per scope, permits, partial and mode); the cache
+starts over when full, so a limiter with unbounded scopes stays bounded in memory."""
+
+_LIMITER_OPTIONS = frozenset(
+    {
+        "prefix",
+        "fail_mode",
+        "failure_threshold",
+        "recovery_time",
+        "decision_timeout",
+        "deny_cache",
+        "adaptive",
+    }
+)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``from_url``'s options: the limiter's, and the rest, which go to the client."""
+    mine = {k: v for k, v in options.items() if k in _LIMITER_OPTIONS}
+    client = {k: v for k, v in options.items() if k not in _LIMITER_OPTIONS}
+    return mine, client
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    base: str
+    evalsha: tuple[str | int, ...]
+    """The arguments of EVALSHA: sha, number of keys, keys, then the script's ARGV."""
+    permits: int
+    need: int
+    """The fewest permits that would satisfy the request (1 when partial)."""
+    max_wait: float
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a request's script call is for one scope, permits, partial and mode: everything but
+    ``max_wait``, which callers such as the dialer vary on every call."""
+
+    base: str
+    head: tuple[str | int, ...]
+    """EVALSHA's sha, number of keys, keys, and the ARGV before max_wait."""
+    tail: tuple[str, ...]
+    """The ARGV after max_wait."""
+    need: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Denial:
+    at: float
+    """When Redis denied (monotonic clock)."""
+    until: float
+    """When the cache stops serving the denial."""
+    need: int
+    decision: Decision
+
+
+class LimiterCore:
+    def __init__(
+        self,
+        client: Any,
+        strategy: Strategy,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        fail_mode: str = FAIL_OPEN,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        recovery_time: float = DEFAULT_RECOVERY_TIME,
+        decision_timeout: float | None = None,
+        deny_cache: bool = True,
+        adaptive: AdaptivePolicy | None = None,
+    ) -> None:
+        if not isinstance(strategy, Strategy):
+            raise ConfigurationError(
+                "strategy must be FixedWindow, SlidingWindow or TokenBucket, "
+                f"not {type(strategy).__name__}"
+            )
+        if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
+            raise ConfigurationError(f"fail_mode must be 'open' or 'closed', got {fail_mode!r}")
+        if adaptive is not None and not isinstance(adaptive, AdaptivePolicy):
+            raise ConfigurationError(
+                f"adaptive must be an AdaptivePolicy or None, not {type(adaptive).__name__}"
+            )
+        self._client = client
+        self._strategy = strategy
+        self._prefix = key_part("prefix", prefix)
+        self._fail_mode = fail_mode
+        breaker = CircuitBreaker(failure_threshold, recovery_time)
+        self._backend = Backend(client, breaker, deadline=self._deadline(decision_timeout))
+        self._cluster = is_cluster(client)
+        # EVALSHA is called directly, not through redis-py's Script, whose per-call work
+        # (an import, tuple copies, a Pipeline check) is a noticeable part of a decision.
+        self._source = strategy_source(strategy.script)
+        # SHA1 is what Redis names scripts by, not a security measure.
+        self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
+        self._parameters = strategy.parameters()
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
+        self._adaptive = adaptive
+        self._adaptive_arguments = OFF_ARGUMENTS if adaptive is None else adaptive.arguments()
+        self._denials: dict[str, _Denial] | None = {} if deny_cache else None
+        self._owns_client = False
+        self._fail_open_log = Throttle()
+
+    @classmethod
+    def _deadline(cls, decision_timeout: float | None) -> float | None:
+        """The seconds one asyncio call may take, from the ``decision_timeout`` option."""
+        raise NotImplementedError
+
+    @property
+    def client(self) -> Any:
+        """The Redis client, for callers that keep their own data beside the limiter's."""
+        return self._client
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def fail_mode(self) -> str:
+        return self._fail_mode
+
+    @property
+    def adaptive(self) -> AdaptivePolicy | None:
+        return self._adaptive
+
+    def key_base(self, scope: str | None = None) -> str:
+        """The name all keys of ``scope`` start with; a hash tag on a cluster, so that the keys
+        of one decision share a slot."""
+        name = self._prefix if scope is None else f"{self._prefix}:{key_part('scope', scope)}"
+        return f"{{{name}}}" if self._cluster else name
+
+    def _request(
+        self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str
+    ) -> Request:
+        """The script call; its shape is built once per scope and request shape, then reused,
+        since building keys and arguments is a fair share of a decision's time outside Redis."""
+        non_negative_int("permits", permits)
+        max_wait = non_negative_number("max_wait", max_wait)
+        # Only validated scopes are cached, and no str equals a non-str: a bad scope of any
+        # type misses the cache and is refused by key_base.
+        cacheable = scope is None or type(scope) is str
+        signature = (scope, permits, bool(partial), mode)
+        shape = self._shapes.get(signature) if cacheable else None
+        if shape is None:
+            shape = self._shape(scope, permits, partial, mode)
+            if len(self._shapes) >= MAX_CACHED_REQUESTS:
+                self._shapes.clear()
+            self._shapes[signature] = shape
+        evalsha = (*shape.head, repr(max_wait), *shape.tail)
+        return Request(shape.base, evalsha, permits, shape.need, max_wait, mode)
+
+    def _shape(self, scope: str | None, permits: int, partial: bool, mode: str) -> _Shape:
+        base = self.key_base(scope)
+        keys = self._strategy.keys(base)
+        if self._adaptive is not None:
+            keys += [cap_key(base), health_key(base)]
+        head = (
+            self._sha,
+            len(keys),
+            *keys,
+            *self._parameters,
+            str(permits),
+            "1" if partial else "0",
+        )
+        need = min(permits, 1) if partial else permits
+        return _Shape(base, head, (mode, *self._adaptive_arguments), need)
+
+    def _cached_denial(self, request: Request) -> Decision | None:
+        """A denial that Redis gave for this key and is still true: the key is exhausted until
+        its retry time, so asking again would only cost a round trip. Never grants."""
+        if not self._denials or request.mode != ACQUIRE or request.need == 0:
+            return None
+        denial = self._denials.get(request.base)
+        if denial is None or request.need < denial.need:
+            return None
+        now = time.monotonic()
+        denied = denial.decision
+        left = denied.retry_after - (now - denial.at)
+        if now >= denial.until or left <= request.max_wait:
+            return None
+        return Decision(
+            allowed=False,
+            granted=0,
+            limit=denied.limit,
+            remaining=denied.remaining,
+            retry_after=left,
+            reset_after=max(denied.reset_after - (now - denial.at), 0.0),
+        )
+
+    def _decided(self, request: Request, reply: Any) -> Decision:
+        decision, wait = parse_reply(reply)
+        if self._denials is not None and request.mode == ACQUIRE:
+            if decision.allowed:
+                if self._denials:
+                    self._denials.pop(request.base, None)
+            elif decision.retry_after > 0 and math.isfinite(decision.retry_after):
+                now = time.monotonic()
+                until = now + min(decision.retry_after, DENY_CACHE_SECONDS)
+                self._denials[request.base] = _Denial(now, until, request.need, decision)
+        if wait:
+            return Decision(
+                decision.allowed,
+                decision.granted,
+                decision.limit,
+                decision.remaining,
+                decision.retry_after,
+                decision.reset_after,
+                waited=wait,
+            )
+        return decision
+
+    def _unavailable(self, request: Request, error: BackendUnavailable) -> Decision:
+        """The fail-open policy, the only place it lives."""
+        if self._fail_mode == FAIL_CLOSED:
+            raise error
+        self._warn(error)
+        granted = request.permits if request.mode == ACQUIRE else 0
+        capacity = self._strategy.capacity
+        return Decision(
+            allowed=True,
+            granted=granted,
+            limit=capacity,
+            remaining=max(capacity - granted, 0),
+            retry_after=0.0,
+            reset_after=0.0,
+            fail_open=True,
+        )
+
+    def _warn(self, error: BackendUnavailable) -> None:
+        held = self._fail_open_log.due()
+        if held is None:
+            return
+        cause = error.__cause__
+        logger.warning(
+            "Redis unavailable, failing open: %s%s",
+            CIRCUIT_OPEN if cause is None else f"{type(cause).__name__}: {cause}",
+            f" ({held} more since the last warning)" if held else "",
+            extra={"cps_limiter_fail_open": True, "cps_limiter_strategy": self._strategy.name},
+        )
+
+    def _forget_denials(self, scope: str | None) -> None:
+        if self._denials is not None:
+            self._denials.pop(self.key_base(scope), None)

@@ -1,0 +1,37 @@
+"""Strategies by name, for settings that name one (``CPS_STRATEGY``, the operator's command).
+
+One table, so that every caller that says "token" means the same limiter on the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from ._errors import ConfigurationError
+from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
+from ._validation import positive_int
+
+_BY_NAME: Mapping[str, Callable[[int], Strategy]] = MappingProxyType(
+    {
+        "fixed": lambda limit: FixedWindow(limit),
+        "sliding": lambda limit: SlidingWindow(limit),
+        # A burst of 1 spaces calls 1/limit apart, so that no one-second interval holds more
+        # than the limit: carriers count any second, and a larger burst would let
+        # burst + limit - 1 through in one.
+        "token": lambda limit: TokenBucket(rate=limit, burst=1),
+    }
+)
+
+STRATEGY_NAMES: tuple[str, ...] = tuple(_BY_NAME)
+"""The names `strategy_from_name` knows, in the order settings list them."""
+
+
+def strategy_from_name(name: str, limit: int) -> Strategy:
+    """The strategy called ``name`` at ``limit`` permits per second."""
+    make = _BY_NAME.get(name) if isinstance(name, str) else None
+    if make is None:
+        raise ConfigurationError(
+            f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}"
+        )
+    return make(positive_int("limit", limit))
