@@ -6,7 +6,7 @@ from ._decision import Decision, RateLimitExceeded
 from ._errors import BackendUnavailable, ConfigurationError, LimiterError
 from ._limiter import Limiter
 from ._names import STRATEGY_NAMES, strategy_from_name
-from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
+from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
 from ._version import __version__
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "HealthReport",
     "Limiter",
     "LimiterError",
+    "PacedWindow",
     "RateLimitExceeded",
     "SlidingWindow",
     "Strategy",

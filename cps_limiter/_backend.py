@@ -31,6 +31,13 @@ LOG_INTERVAL = 1.0
 """Seconds between two log lines of one kind from one limiter: an outage logs a line a
 second, not one per decision."""
 CIRCUIT_OPEN = "circuit open"
+RETRY_WITHIN = 0.12
+"""Seconds into a call that failed on its connection within which it is sent once more, on a
+fresh connection: a pooled connection can die while idle (a NAT that dropped the flow, a Lambda
+sandbox frozen between invocations) and fail its next command, reset or silent, though Redis is
+well. Later than this, one more socket timeout (0.1 s) would break the 250-ms bound on a
+decision, and the call fails as it would have."""
+_CONNECTION_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,8 +87,15 @@ class Backend:
         error."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
+        started = time.monotonic()
         try:
-            result = operation(self.client, *args, **kwargs)
+            try:
+                result = operation(self.client, *args, **kwargs)
+            except _CONNECTION_ERRORS:
+                if time.monotonic() - started > RETRY_WITHIN:
+                    raise
+                _drop_idle_connections(self.client)
+                result = operation(self.client, *args, **kwargs)
         except Exception as error:
             raise self._failed(error) from error
         except BaseException:
@@ -99,9 +113,16 @@ class Backend:
         """As `call`, for a coroutine, which also fails when the deadline passes."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._deadline):
-                result = await operation(self.client, *args, **kwargs)
+                try:
+                    result = await operation(self.client, *args, **kwargs)
+                except _CONNECTION_ERRORS:
+                    if time.monotonic() - started > RETRY_WITHIN:
+                        raise
+                    await _adrop_idle_connections(self.client)
+                    result = await operation(self.client, *args, **kwargs)
         except Exception as error:
             raise self._failed(error) from error
         except BaseException:
@@ -131,3 +152,18 @@ class Backend:
                     extra={"cps_limiter_unexpected_error": True},
                 )
         return BackendUnavailable(f"Redis unavailable ({type(error).__name__}: {error})")
+
+
+def _drop_idle_connections(client: Any) -> None:
+    """Close the pool's idle connections, so that the retry (and the calls after it) open fresh
+    ones: the idle ones have likely died with the one that failed. A cluster client keeps a
+    pool per node and replaces a failed node's connections by itself."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.disconnect(inuse_connections=False)
+
+
+async def _adrop_idle_connections(client: Any) -> None:
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        await pool.disconnect(inuse_connections=False)

@@ -10,15 +10,16 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, cap_key, health_key
-from ._backend import CIRCUIT_OPEN, Backend, Throttle
+from ._backend import Backend
 from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
 from ._connect import is_cluster
 from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError
+from ._failure import DEFAULT_PEERS, FAIL_OPEN, FailurePolicy
 from ._scripts import ACQUIRE, parse_reply, strategy_source
 from ._strategies import Strategy
 from ._validation import key_part, non_negative_int, non_negative_number
@@ -26,8 +27,6 @@ from ._validation import key_part, non_negative_int, non_negative_number
 logger = logging.getLogger("cps_limiter")
 
 DEFAULT_PREFIX = "cps"
-FAIL_OPEN = "open"
-FAIL_CLOSED = "closed"
 DENY_CACHE_SECONDS = 1.0
 """The longest a denial is served from the local cache: a reset, a restart or a new limit
 elsewhere is noticed within it."""
@@ -44,6 +43,7 @@ _LIMITER_OPTIONS = frozenset(
         "decision_timeout",
         "deny_cache",
         "adaptive",
+        "peers",
     }
 )
 
@@ -103,14 +103,13 @@ class LimiterCore:
         decision_timeout: float | None = None,
         deny_cache: bool = True,
         adaptive: AdaptivePolicy | None = None,
+        peers: int = DEFAULT_PEERS,
     ) -> None:
         if not isinstance(strategy, Strategy):
             raise ConfigurationError(
                 "strategy must be FixedWindow, SlidingWindow or TokenBucket, "
                 f"not {type(strategy).__name__}"
             )
-        if fail_mode not in (FAIL_OPEN, FAIL_CLOSED):
-            raise ConfigurationError(f"fail_mode must be 'open' or 'closed', got {fail_mode!r}")
         if adaptive is not None and not isinstance(adaptive, AdaptivePolicy):
             raise ConfigurationError(
                 f"adaptive must be an AdaptivePolicy or None, not {type(adaptive).__name__}"
@@ -118,7 +117,7 @@ class LimiterCore:
         self._client = client
         self._strategy = strategy
         self._prefix = key_part("prefix", prefix)
-        self._fail_mode = fail_mode
+        self._failure = FailurePolicy(fail_mode, strategy.capacity, strategy.name, peers)
         breaker = CircuitBreaker(failure_threshold, recovery_time)
         self._backend = Backend(client, breaker, deadline=self._deadline(decision_timeout))
         self._cluster = is_cluster(client)
@@ -133,7 +132,6 @@ class LimiterCore:
         self._adaptive_arguments = OFF_ARGUMENTS if adaptive is None else adaptive.arguments()
         self._denials: dict[str, _Denial] | None = {} if deny_cache else None
         self._owns_client = False
-        self._fail_open_log = Throttle()
 
     @classmethod
     def _deadline(cls, decision_timeout: float | None) -> float | None:
@@ -155,7 +153,7 @@ class LimiterCore:
 
     @property
     def fail_mode(self) -> str:
-        return self._fail_mode
+        return self._failure.mode
 
     @property
     def adaptive(self) -> AdaptivePolicy | None:
@@ -209,7 +207,8 @@ class LimiterCore:
         if not self._denials or request.mode != ACQUIRE or request.need == 0:
             return None
         denial = self._denials.get(request.base)
-        if denial is None or request.need < denial.need:
+        # Only the same need: a denial for 1 says when 1 is free, not when 5 are.
+        if denial is None or request.need != denial.need:
             return None
         now = time.monotonic()
         denied = denial.decision
@@ -227,6 +226,7 @@ class LimiterCore:
 
     def _decided(self, request: Request, reply: Any) -> Decision:
         decision, wait = parse_reply(reply)
+        self._failure.learned(decision.limit)
         if self._denials is not None and request.mode == ACQUIRE:
             if decision.allowed:
                 if self._denials:
@@ -235,46 +235,17 @@ class LimiterCore:
                 now = time.monotonic()
                 until = now + min(decision.retry_after, DENY_CACHE_SECONDS)
                 self._denials[request.base] = _Denial(now, until, request.need, decision)
-        if wait:
-            return Decision(
-                decision.allowed,
-                decision.granted,
-                decision.limit,
-                decision.remaining,
-                decision.retry_after,
-                decision.reset_after,
-                waited=wait,
-            )
-        return decision
+        return replace(decision, waited=wait) if wait else decision
 
     def _unavailable(self, request: Request, error: BackendUnavailable) -> Decision:
-        """The fail-open policy, the only place it lives."""
-        if self._fail_mode == FAIL_CLOSED:
-            raise error
-        self._warn(error)
-        granted = request.permits if request.mode == ACQUIRE else 0
-        capacity = self._strategy.capacity
-        return Decision(
-            allowed=True,
-            granted=granted,
-            limit=capacity,
-            remaining=max(capacity - granted, 0),
-            retry_after=0.0,
-            reset_after=0.0,
-            fail_open=True,
+        return self._failure.decide(
+            request.permits, request.need, request.max_wait, request.mode == ACQUIRE, error
         )
 
-    def _warn(self, error: BackendUnavailable) -> None:
-        held = self._fail_open_log.due()
-        if held is None:
-            return
-        cause = error.__cause__
-        logger.warning(
-            "Redis unavailable, failing open: %s%s",
-            CIRCUIT_OPEN if cause is None else f"{type(cause).__name__}: {cause}",
-            f" ({held} more since the last warning)" if held else "",
-            extra={"cps_limiter_fail_open": True, "cps_limiter_strategy": self._strategy.name},
-        )
+    def set_peers(self, peers: int) -> None:
+        """How many processes share the limit: with ``fail_mode="bounded"``, this one grants
+        at most its share (the limit in force divided by ``peers``) while Redis is down."""
+        self._failure.set_peers(peers)
 
     def _forget_denials(self, scope: str | None) -> None:
         if self._denials is not None:

@@ -23,6 +23,10 @@ class Decision:
     reset_after: float
     fail_open: bool = False
     waited: float = 0.0
+    schedule: tuple[float, ...] = ()
+    """For a paced grant of several permits: the moment each may be used, in seconds after
+    the decision was returned (the first is 0.0, as acquire has already waited for it). Empty
+    when every granted permit may be used at once."""
 
     def raise_for_denied(self) -> Decision:
         """Return the decision when allowed, else raise `RateLimitExceeded` carrying it."""

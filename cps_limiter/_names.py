@@ -9,11 +9,17 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from ._errors import ConfigurationError
-from ._strategies import FixedWindow, SlidingWindow, Strategy, TokenBucket
+from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
 from ._validation import positive_int
+
+PACING_HEADROOM = 0.03
+"""The paced window's headroom when chosen by name: its moments are exact on the Redis clock,
+and the 3% absorbs the jitter between a moment and a call reaching the carrier (a hop, a busy
+host) so that no second at the carrier holds more than the limit; see docs/pacing.md."""
 
 _BY_NAME: Mapping[str, Callable[[int], Strategy]] = MappingProxyType(
     {
+        "paced": lambda limit: PacedWindow(limit, headroom=PACING_HEADROOM),
         "fixed": lambda limit: FixedWindow(limit),
         "sliding": lambda limit: SlidingWindow(limit),
         # A burst of 1 spaces calls 1/limit apart, so that no one-second interval holds more

@@ -31,10 +31,13 @@ def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
     """The Decision in a script's reply, and the seconds the caller must wait before using it.
 
     Every script answers ``{allowed, granted, limit, remaining, retry_after, reset_after, wait}``
-    with the three durations as strings. ``float`` and ``int`` take bytes and str alike, so the
-    reply of a client with or without ``decode_responses`` parses without decoding first.
+    with the three durations as strings; the paced window adds the later permits' moments,
+    microseconds after the first, space-separated. ``float`` and ``int`` take bytes and str
+    alike, so the reply of a client with or without ``decode_responses`` parses without
+    decoding first.
     """
-    allowed, granted, limit, remaining, retry_after, reset_after, wait = reply
+    allowed, granted, limit, remaining, retry_after, reset_after, wait, *paced = reply
+    schedule = _schedule(paced[0]) if paced and paced[0] else ()
     retry = float(retry_after)
     reset = float(reset_after)
     decision = Decision(
@@ -44,6 +47,12 @@ def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
         remaining=int(remaining),
         retry_after=retry if retry > 0.0 else 0.0,
         reset_after=reset if reset > 0.0 else 0.0,
+        schedule=schedule,
     )
     waited = float(wait)
     return decision, waited if waited > 0.0 else 0.0
+
+
+def _schedule(offsets: bytes | str | int) -> tuple[float, ...]:
+    text = offsets.decode() if isinstance(offsets, bytes) else str(offsets)
+    return (0.0, *(int(micros) / 1_000_000 for micros in text.split()))

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._validation import positive_int, positive_number
+from ._validation import fraction, positive_int, positive_number
 
 DEFAULT_WINDOW = 1
 DEFAULT_PERIOD = 1.0
@@ -62,6 +62,47 @@ class FixedWindow(Strategy):
 
     def parameters(self) -> list[str]:
         return [str(self.limit), str(self.window)]
+
+
+@dataclass(frozen=True, slots=True)
+class PacedWindow(Strategy):
+    """The fixed window's counters, ``{prefix}:{t}``, with the permits spaced evenly in time.
+
+    Consecutive permits are at least ``window * (1 + headroom) / limit`` seconds apart on the
+    Redis clock and no counter ever exceeds the limit in force, so no interval of ``window``
+    seconds holds more than ``limit`` permits, not even across a window boundary. A grant
+    carries the moment each permit may be used (`Decision.waited` for the first,
+    `Decision.schedule` for the others): one call reserves a run of slots and the caller
+    spends them at their moments, instead of all at once.
+
+    ``headroom`` widens the spacing beyond ``window / limit``: the moments are exact on the
+    Redis clock, and the headroom absorbs the jitter between a moment and the use of the
+    permit (a network hop, a scheduler), at the cost of that fraction of the throughput.
+    Like a token bucket with a burst of 1, a request for several permits needs a ``max_wait``
+    that covers their spacing.
+    """
+
+    limit: int
+    window: int = DEFAULT_WINDOW
+    headroom: float = 0.0
+
+    name: ClassVar[str] = "paced_window"
+    script: ClassVar[str] = "paced_window.lua"
+
+    def __post_init__(self) -> None:
+        positive_int("limit", self.limit)
+        positive_int("window", self.window)
+        fraction("headroom", self.headroom)
+
+    @property
+    def capacity(self) -> int:
+        return self.limit
+
+    def keys(self, base: str) -> list[str]:
+        return [base, f"{base}:pace"]
+
+    def parameters(self) -> list[str]:
+        return [str(self.limit), str(self.window), repr(float(self.headroom))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,14 @@ def non_negative_number(name: str, value: object) -> float:
     return float(value)
 
 
+def fraction(name: str, value: object) -> float:
+    """A number in [0, 1)."""
+    number = non_negative_number(name, value)
+    if number >= 1:
+        raise ConfigurationError(f"{name} must be below 1, got {value}")
+    return number
+
+
 def key_part(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")

@@ -12,7 +12,8 @@
 -- Reply    {allowed (0/1), granted, limit (the rate in force, rounded down), remaining (of the burst),
 --          retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
---          integers.
+--          integers. retry_after is "inf" when more permits are asked for than the burst, all or
+--          nothing: such a request can never be granted.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
 -- more and the last two KEYS) belong to it; a cap replaces `rate`, and the health factor scales
 -- rate and burst alike.
@@ -70,8 +71,10 @@ else
     need = 1
   end
   wait = tat + need * interval - burst_offset - now
+  -- More than the burst can never be granted at once, however long the caller waits.
+  local retry = need > burst and "inf" or tostring(wait)
   if mode == "peek" or need > burst or wait > max_wait then
-    return {0, 0, limit, free, tostring(wait), tostring(tat - now), "0"}
+    return {0, 0, limit, free, retry, tostring(tat - now), "0"}
   end
   grant = need
 end

@@ -14,11 +14,13 @@ from cps_limiter import (
     Decision,
     FixedWindow,
     Limiter,
+    PacedWindow,
     SlidingWindow,
     Strategy,
     TokenBucket,
     strategy_from_name,
 )
+from cps_limiter._names import PACING_HEADROOM
 
 
 def isort_order(name: str) -> tuple[int, str]:
@@ -132,6 +134,8 @@ def test_unknown_fail_mode_is_a_configuration_error() -> None:
         ("sliding", SlidingWindow(7)),
         # A burst of 1, as the dialer paces: calls spaced 1/limit apart.
         ("token", TokenBucket(rate=7, burst=1)),
+        # Spaced a little more than 1/limit apart, for the jitter on the way to the carrier.
+        ("paced", PacedWindow(7, headroom=PACING_HEADROOM)),
     ],
 )
 def test_a_strategy_by_name_is_the_one_the_name_says(name: str, strategy: Strategy) -> None:
@@ -139,13 +143,13 @@ def test_a_strategy_by_name_is_the_one_the_name_says(name: str, strategy: Strate
 
 
 def test_strategy_names_are_the_names_the_factory_knows() -> None:
-    assert STRATEGY_NAMES == ("fixed", "sliding", "token")
+    assert STRATEGY_NAMES == ("paced", "fixed", "sliding", "token")
     for name in STRATEGY_NAMES:
         assert isinstance(strategy_from_name(name, 1), Strategy)
 
 
 def test_an_unknown_strategy_name_names_itself_and_the_choices() -> None:
-    with pytest.raises(ConfigurationError, match=r"'leaky'.*fixed, sliding, token"):
+    with pytest.raises(ConfigurationError, match=r"'leaky'.*paced, fixed, sliding, token"):
         strategy_from_name("leaky", 10)
 
 
