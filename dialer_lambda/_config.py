@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from cps_limiter import ConfigurationError
 
@@ -50,8 +50,7 @@ _KEY_PREFIX = re.compile(r"[A-Za-z0-9:_.-]{1,100}", re.ASCII)
 class Settings:
     """Everything the dialer reads from its environment.
 
-    ``redis_url`` may hold a password, so it is left out of ``repr``; use ``redis_url_redacted``
-    in anything that is printed.
+    ``redis_url`` may hold a password, so it is left out of ``repr``.
     """
 
     redis_url: str = field(
@@ -99,10 +98,6 @@ class Settings:
         if self.log_level not in logging.getLevelNamesMapping():
             raise ConfigurationError("LOG_LEVEL must be a logging level such as INFO or DEBUG")
 
-    @property
-    def redis_url_redacted(self) -> str:
-        return redact_url(self.redis_url)
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings; an empty variable counts as unset (templates often pass "")."""
@@ -130,19 +125,6 @@ class Settings:
             service_name=values.get("SERVICE_NAME", DEFAULT_SERVICE_NAME),
             log_level=values.get("LOG_LEVEL", DEFAULT_LOG_LEVEL).upper(),
         )
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def _redis_url(values: Mapping[str, str]) -> str:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 LOGGER_NAME = "dialer_lambda"
+_LOGGER = logging.getLogger(LOGGER_NAME)
 
 # The shared decision: keep the country-code prefix and the last two digits. A fixed run of stars
 # (not one per hidden digit) also hides how long the number is.
@@ -115,6 +116,13 @@ def write_line(text: str) -> None:
     with _STDOUT_LOCK:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+def log_event(
+    level: int, event: str, message: str, *, exc_info: bool = False, **fields: Any
+) -> None:
+    """One line on the package's logger: ``event`` names it for queries, ``fields`` go with it."""
+    _LOGGER.log(level, message, exc_info=exc_info, extra={"event": event, **fields})
 
 
 def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.Logger:

@@ -78,7 +78,6 @@ class WorkerClient:
         timeout: float,
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + DIAL_PATH
         self._timeout = timeout
@@ -89,14 +88,9 @@ class WorkerClient:
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
             ),
-            transport=transport,
             # A redirect would resend the dial elsewhere: never follow one.
             follow_redirects=False,
         )
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     def dial(self, command: Mapping[str, Any], headers: Mapping[str, str]) -> DialOutcome:
         """POST the command; never raises for anything the network or the worker does."""
