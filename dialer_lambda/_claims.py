@@ -87,12 +87,9 @@ class ClaimStore:
 
 
 def claim(batch: Batch, ready: list[int]) -> list[int]:
-    """Claim the ready tasks in one round trip; the ones this batch may dial.
-
-    A repeat is finished as a duplicate. When Redis fails the batch dials without claims (fail
-    open, as for the rate limit: a batch redelivered during the outage may dial again), or,
-    with ``CPS_FAIL_MODE=closed``, dials nothing and hands every task back.
-    """
+    """The ready tasks this batch may dial, claimed in one round trip; a repeat is a duplicate.
+    When Redis fails the batch dials without claims (fail open, as for the rate limit: a batch
+    redelivered meanwhile may dial again), or with ``CPS_FAIL_MODE=closed`` hands all back."""
     store = batch.dialer.claims
     keys = [
         store.key(task.campaign_id, task.contact_id, task.attempts)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cps_limiter import ConfigurationError
 
@@ -142,13 +142,18 @@ def _redis_url(values: Mapping[str, str]) -> str:
     return f"redis://{host}:{port}/0"
 
 
-def _check_redis_url(url: str, name: str) -> None:
+def _split(url: str, name: str) -> SplitResult:
     # The value itself is never quoted in the message: it may carry a password.
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:
         raise ConfigurationError(f"{name} is not a valid URL") from None
+    return parts
+
+
+def _check_redis_url(url: str, name: str) -> None:
+    parts = _split(url, name)
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
             f"{name} must start with one of {', '.join(sorted(s + '://' for s in REDIS_SCHEMES))}"
@@ -158,11 +163,7 @@ def _check_redis_url(url: str, name: str) -> None:
 
 
 def _check_worker_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked
-    except ValueError:
-        raise ConfigurationError("NODE_WORKER_URL is not a valid URL") from None
+    parts = _split(url, "NODE_WORKER_URL")
     if parts.scheme not in WORKER_SCHEMES or not parts.hostname:
         raise ConfigurationError(
             "NODE_WORKER_URL must be an http:// or https:// URL with a host, "

@@ -36,10 +36,6 @@ def strategy_for(settings: Settings) -> Strategy:
     return FixedWindow(limit=settings.max_cps)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class Dialer:
     """Everything a batch needs, shared by all invocations: `from_settings` builds one.
@@ -54,14 +50,12 @@ class Dialer:
     worker: WorkerClient
     executor: ThreadPoolExecutor
     metrics: MetricsRecorder
-    clock: Callable[[], datetime] = field(default=_utc_now)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dialer:
-        """A dialer with clients of its own for ``settings``; `close` it when done.
-
-        The package's logger prints JSON lines at ``settings.log_level``.
-        """
+        """A dialer with clients of its own for ``settings`` (`close` it when done); the
+        package's logger prints JSON lines at ``settings.log_level``."""
         setup_logging(settings.log_level)
         limiter = Limiter.from_url(
             settings.redis_url,

@@ -125,7 +125,7 @@ def log_event(
     _LOGGER.log(level, message, exc_info=exc_info, extra={"event": event, **fields})
 
 
-def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.Logger:
+def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> None:
     """Route the package's logger (and ``extra_loggers``) to JSON lines on stdout, once.
 
     ``propagate`` is turned off for these loggers so that the Lambda runtime's plain-text handler
@@ -139,4 +139,3 @@ def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.L
             logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
-    return logging.getLogger(LOGGER_NAME)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from ._calendar import CalendarError, CallingSchedule, schedule_of
@@ -114,12 +115,8 @@ class Reported:
 
     @classmethod
     def of(cls, raw: Any) -> Reported:
-        return cls(
-            _reported(raw, "campaignId"),
-            _reported(raw, "contactId"),
-            _reported(raw, "phoneNumber"),
-            message_id_of(raw),
-        )
+        get = partial(_reported, raw)
+        return cls(get("campaignId"), get("contactId"), get("phoneNumber"), message_id_of(raw))
 
     def log_fields(self) -> dict[str, Any]:
         """The task's fields on each log line about it, the phone number masked."""

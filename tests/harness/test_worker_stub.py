@@ -23,9 +23,7 @@ from loadtest.worker_stub import (
     RemoteStub,
     WorkerStub,
 )
-from tests.support.stub import CLIENT_TIMEOUT_SECONDS, client, dial_body, stub
-
-__all__ = ["client", "stub"]  # fixtures, imported for pytest
+from tests.support.stub import CLIENT_TIMEOUT_SECONDS, dial_body
 
 PHONE = "+972501234567"
 OTHER_PHONE = "+972509876543"
