@@ -1,19 +1,10 @@
 """Calling windows: when a campaign may call, in the campaign's own time zone.
 
-Format of ``campaign.config.callingWindows`` (a JSON array; empty or absent means "any time")::
-
-    [{"days": ["mon", "tue", "wed", "thu", "sun"], "start": "09:00", "end": "20:00"},
-     {"days": ["fri"], "start": "09:00", "end": "13:00"}]
-
-- ``days``: day names, three letters or in full, any case (``"mon"``, ``"Monday"``). Optional:
-  absent means every day.
-- ``start`` and ``end``: local wall-clock times ``"HH:MM"`` (24-hour) in ``campaign.timezone``
-  (an IANA name such as ``"Asia/Jerusalem"``). ``start`` is included and ``end`` is not;
-  ``end`` may be ``"24:00"``; an ``end`` of ``"00:00"`` means the midnight that ends the day.
-- A window whose ``end`` is earlier than its ``start`` crosses midnight: ``{"days": ["sat"],
-  "start": "20:00", "end": "02:00"}`` covers Saturday 20:00 to Sunday 02:00.
-- ``start`` equal to ``end`` (say ``"09:00"`` to ``"09:00"``) is rejected as ambiguous; a whole
-  day is ``"00:00"`` to ``"24:00"``.
+``campaign.config.callingWindows`` is a JSON array (empty or absent: any time) of windows such
+as ``{"days": ["mon", "fri"], "start": "09:00", "end": "20:00"}``, in ``campaign.timezone`` (an
+IANA name); the README has the full format. ``start`` is included and ``end`` is not; an ``end``
+of ``"00:00"`` means the midnight that ends the day; an ``end`` before the ``start`` crosses
+midnight; ``start`` equal to ``end`` is rejected as ambiguous (a whole day is 00:00 to 24:00).
 
 A task may be dialed when the current local time falls inside any one window. Local time comes
 from the Lambda's clock: minute resolution needs no shared clock, unlike the CPS windows.

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cps_limiter import ConfigurationError
 
@@ -50,8 +50,7 @@ _KEY_PREFIX = re.compile(r"[A-Za-z0-9:_.-]{1,100}", re.ASCII)
 class Settings:
     """Everything the dialer reads from its environment.
 
-    ``redis_url`` may hold a password, so it is left out of ``repr``; use ``redis_url_redacted``
-    in anything that is printed.
+    ``redis_url`` may hold a password, so it is left out of ``repr``.
     """
 
     redis_url: str = field(
@@ -99,10 +98,6 @@ class Settings:
         if self.log_level not in logging.getLevelNamesMapping():
             raise ConfigurationError("LOG_LEVEL must be a logging level such as INFO or DEBUG")
 
-    @property
-    def redis_url_redacted(self) -> str:
-        return redact_url(self.redis_url)
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings; an empty variable counts as unset (templates often pass "")."""
@@ -132,19 +127,6 @@ class Settings:
         )
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-
-
 def _redis_url(values: Mapping[str, str]) -> str:
     if "REDIS_URL" in values:
         # REDIS_URL wins over host and port, which are then not read (nor checked).
@@ -160,13 +142,18 @@ def _redis_url(values: Mapping[str, str]) -> str:
     return f"redis://{host}:{port}/0"
 
 
-def _check_redis_url(url: str, name: str) -> None:
+def _split(url: str, name: str) -> SplitResult:
     # The value itself is never quoted in the message: it may carry a password.
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:
         raise ConfigurationError(f"{name} is not a valid URL") from None
+    return parts
+
+
+def _check_redis_url(url: str, name: str) -> None:
+    parts = _split(url, name)
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
             f"{name} must start with one of {', '.join(sorted(s + '://' for s in REDIS_SCHEMES))}"
@@ -176,11 +163,7 @@ def _check_redis_url(url: str, name: str) -> None:
 
 
 def _check_worker_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - urlsplit checks the port only when asked
-    except ValueError:
-        raise ConfigurationError("NODE_WORKER_URL is not a valid URL") from None
+    parts = _split(url, "NODE_WORKER_URL")
     if parts.scheme not in WORKER_SCHEMES or not parts.hostname:
         raise ConfigurationError(
             "NODE_WORKER_URL must be an http:// or https:// URL with a host, "

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 LOGGER_NAME = "dialer_lambda"
+_LOGGER = logging.getLogger(LOGGER_NAME)
 
 # The shared decision: keep the country-code prefix and the last two digits. A fixed run of stars
 # (not one per hidden digit) also hides how long the number is.
@@ -117,7 +118,14 @@ def write_line(text: str) -> None:
         sys.stdout.flush()
 
 
-def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.Logger:
+def log_event(
+    level: int, event: str, message: str, *, exc_info: bool = False, **fields: Any
+) -> None:
+    """One line on the package's logger: ``event`` names it for queries, ``fields`` go with it."""
+    _LOGGER.log(level, message, exc_info=exc_info, extra={"event": event, **fields})
+
+
+def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> None:
     """Route the package's logger (and ``extra_loggers``) to JSON lines on stdout, once.
 
     ``propagate`` is turned off for these loggers so that the Lambda runtime's plain-text handler
@@ -131,4 +139,3 @@ def setup_logging(level: str, *, extra_loggers: Iterable[str] = ()) -> logging.L
             logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
-    return logging.getLogger(LOGGER_NAME)

@@ -12,9 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from ._calendar import CalendarError, CallingSchedule, schedule_of
+from ._logging import mask_phone
 
 INVALID_PREFIX: Final = "invalid task: "
 ACTIVE_STATUS: Final = "active"
@@ -42,7 +44,10 @@ class InvalidTask(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DialTask:
-    """A task that passed validation: everything the dial command and the gates need."""
+    """A task that passed validation: everything the dial command and the gates need.
+
+    Problems are named by the field's path in the pipe's task (``campaign.config.ivrFlow``).
+    """
 
     campaign_id: str
     contact_id: str
@@ -53,7 +58,6 @@ class DialTask:
     metadata: dict[str, Any] = field(default_factory=dict)
     ivr_flow: dict[str, Any] | None = None
     schedule: CallingSchedule = field(default_factory=lambda: CallingSchedule(None, ()))
-    message_id: str | None = None
 
     def __post_init__(self) -> None:
         problems = [
@@ -63,10 +67,12 @@ class DialTask:
                 _id_problem("contactId", self.contact_id),
                 _phone_problem(self.phone_number),
                 _attempts_problem(self.attempts),
-                _metadata_problem(self.metadata),
-                _url_problem(self.audio_file_url),
-                _ivr_flow_problem(self.ivr_flow),
+                _object_problem("metadata", self.metadata, MAX_METADATA_BYTES),
                 _status_problem(self.campaign_status),
+                _url_problem(self.audio_file_url),
+                None
+                if self.ivr_flow is None
+                else _object_problem("campaign.config.ivrFlow", self.ivr_flow, MAX_IVR_FLOW_BYTES),
             )
             if problem is not None
         ]
@@ -92,75 +98,90 @@ def message_id_of(raw: Any) -> str | None:
     return None
 
 
-def reported(raw: Any, key: str) -> str | None:
-    """A field of the task as given, for the result's ``errors`` (never anything but a string)."""
+def _reported(raw: Any, key: str) -> str | None:
     value = raw.get(key) if isinstance(raw, Mapping) else None
     return value[:MAX_REPORTED_LENGTH] if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """A task's ids as given (never anything but strings), read once for the result's
+    ``errors``, ``batchItemFailures`` and every log line about the task, valid or not."""
+
+    campaign_id: str | None
+    contact_id: str | None
+    phone_number: str | None
+    message_id: str | None
+
+    @classmethod
+    def of(cls, raw: Any) -> Reported:
+        get = partial(_reported, raw)
+        return cls(get("campaignId"), get("contactId"), get("phoneNumber"), message_id_of(raw))
+
+    def log_fields(self) -> dict[str, Any]:
+        """The task's fields on each log line about it, the phone number masked."""
+        phone = None if self.phone_number is None else mask_phone(self.phone_number)
+        return {
+            "campaignId": self.campaign_id,
+            "contactId": self.contact_id,
+            "phoneNumber": phone,
+            "messageId": self.message_id,
+        }
+
+
 def parse_task(raw: Any) -> DialTask:
-    """Check one task of the event and return it; raise `InvalidTask` naming every problem."""
+    """Check one task of the event and return it; raise `InvalidTask` naming every problem.
+
+    The shape of the campaign is checked here and the values in `DialTask`, each once.
+    """
     if not isinstance(raw, Mapping):
         raise InvalidTask([f"expected an object, got {_kind(raw)}"])
-    problems: list[str] = []
-
-    def need(problem: str | None) -> None:
-        if problem is not None:
-            problems.append(problem)
-
-    campaign_id = raw.get("campaignId")
-    contact_id = raw.get("contactId")
-    phone_number = raw.get("phoneNumber")
-    attempts = raw.get("attempts", 0)
-    metadata = raw.get("metadata")
-    metadata = {} if metadata is None else metadata
-    need(_id_problem("campaignId", campaign_id))
-    need(_id_problem("contactId", contact_id))
-    need(_phone_problem(phone_number))
-    need(_attempts_problem(attempts))
-    need(_metadata_problem(metadata))
-
-    campaign = raw.get("campaign")
-    config: Any = {}
-    if isinstance(campaign, Mapping):
-        need(_status_problem(campaign.get("status"), "campaign.status"))
-        campaign_ref = campaign.get("id")
-        if campaign_ref is not None and campaign_ref != campaign_id:
-            need("campaign.id does not match campaignId")
-        config = campaign.get("config")
-        if isinstance(config, Mapping):
-            need(_url_problem(config.get("audioFileUrl"), "campaign.config.audioFileUrl"))
-            need(_ivr_flow_problem(config.get("ivrFlow"), "campaign.config.ivrFlow"))
-        else:
-            need(
-                "campaign.config is missing"
-                if config is None
-                else "campaign.config must be an object"
-            )
-            config = {}
+    values: Any = raw  # JSON: whatever its fields hold, `DialTask` checks
+    shape: list[str] = []
+    campaign = values.get("campaign")
+    config: Any = None
+    if not isinstance(campaign, Mapping):
+        shape.append("campaign is missing" if campaign is None else "campaign must be an object")
+        campaign, hidden = {}, "campaign."  # a broken parent hides its fields' problems
     else:
-        need("campaign is missing" if campaign is None else "campaign must be an object")
-        campaign = {}
+        if campaign.get("id") not in (None, values.get("campaignId")):
+            shape.append("campaign.id does not match campaignId")
+        config, hidden = campaign.get("config"), ""
+        if not isinstance(config, Mapping):
+            missing = config is None
+            shape.append(f"campaign.config {'is missing' if missing else 'must be an object'}")
+            hidden = "campaign.config."
+    if not isinstance(config, Mapping):
+        config = {}
     schedule = CallingSchedule(None, ())
     try:
         schedule = schedule_of(campaign.get("timezone"), config.get("callingWindows"))
     except CalendarError as error:
-        problems.append(f"campaign.{'' if str(error).startswith('timezone') else 'config.'}{error}")
+        shape.append(f"campaign.{'' if str(error).startswith('timezone') else 'config.'}{error}")
+    metadata = values.get("metadata")
+    try:
+        task = DialTask(
+            campaign_id=values.get("campaignId"),
+            contact_id=values.get("contactId"),
+            phone_number=values.get("phoneNumber"),
+            audio_file_url=config.get("audioFileUrl"),
+            campaign_status=campaign.get("status"),
+            attempts=values.get("attempts", 0),
+            metadata={} if metadata is None else _copied(metadata),
+            ivr_flow=_copied(config.get("ivrFlow")),
+            schedule=schedule,
+        )
+    except InvalidTask as invalid:
+        fields = [p for p in invalid.problems if not (hidden and p.startswith(hidden))]
+        raise InvalidTask([*fields, *shape]) from None
+    if shape:
+        raise InvalidTask(shape)
+    return task
 
-    if problems:
-        raise InvalidTask(problems)
-    return DialTask(
-        campaign_id=raw["campaignId"],
-        contact_id=raw["contactId"],
-        phone_number=raw["phoneNumber"],
-        audio_file_url=config["audioFileUrl"],
-        campaign_status=campaign["status"],
-        attempts=attempts,
-        metadata=dict(metadata),
-        ivr_flow=None if config.get("ivrFlow") is None else dict(config["ivrFlow"]),
-        schedule=schedule,
-        message_id=message_id_of(raw),
-    )
+
+def _copied(value: Any) -> Any:
+    """A JSON object as a dict of our own; anything else as it is, for `DialTask` to refuse."""
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _kind(value: Any) -> str:
@@ -199,25 +220,20 @@ def _attempts_problem(value: Any) -> str | None:
     return None
 
 
-def _json_size(value: Any) -> int | None:
-    try:
-        return len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
-    except (TypeError, ValueError, RecursionError):
-        return None
-
-
-def _metadata_problem(value: Any) -> str | None:
+def _object_problem(name: str, value: Any, max_bytes: int) -> str | None:
     if not isinstance(value, Mapping):
-        return f"metadata must be an object, got {_kind(value)}"
-    size = _json_size(dict(value))
-    if size is None:
-        return "metadata must be plain JSON"
-    if size > MAX_METADATA_BYTES:
-        return f"metadata is {size} bytes as JSON, more than the {MAX_METADATA_BYTES} allowed"
+        return f"{name} must be an object, got {_kind(value)}"
+    try:
+        size = len(json.dumps(dict(value), allow_nan=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError, RecursionError):
+        return f"{name} must be plain JSON"
+    if size > max_bytes:
+        return f"{name} is {size} bytes as JSON, more than the {max_bytes} allowed"
     return None
 
 
-def _url_problem(value: Any, name: str = "audioFileUrl") -> str | None:
+def _url_problem(value: Any) -> str | None:
+    name = "campaign.config.audioFileUrl"
     if value is None:
         return f"{name} is missing"
     if not isinstance(value, str) or not 0 < len(value) <= MAX_URL_LENGTH:
@@ -225,22 +241,9 @@ def _url_problem(value: Any, name: str = "audioFileUrl") -> str | None:
     return None
 
 
-def _ivr_flow_problem(value: Any, name: str = "ivrFlow") -> str | None:
+def _status_problem(value: Any) -> str | None:
     if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        return f"{name} must be an object, got {_kind(value)}"
-    size = _json_size(dict(value))
-    if size is None:
-        return f"{name} must be plain JSON"
-    if size > MAX_IVR_FLOW_BYTES:
-        return f"{name} is {size} bytes as JSON, more than the {MAX_IVR_FLOW_BYTES} allowed"
-    return None
-
-
-def _status_problem(value: Any, name: str = "campaign status") -> str | None:
-    if value is None:
-        return f"{name} is missing"
+        return "campaign.status is missing"
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
-        return f"{name} must be a string"
+        return "campaign.status must be a string"
     return None

@@ -23,7 +23,6 @@ TIMEOUT_ERROR: Final = "Node.js Worker timeout"
 MAX_REPLY_BYTES: Final = 64 * 1024
 MAX_REASON_LENGTH: Final = 200
 BUSY_STATUSES: Final = frozenset({429, 503})
-DEFAULT_MAX_CONNECTIONS: Final = 64
 # Node's http server closes idle keep-alive sockets after 5 s; letting ours go at 4 s avoids
 # sending a dial down a socket the worker is closing (a failure that would look like a maybe).
 KEEPALIVE_EXPIRY_SECONDS: Final = 4.0
@@ -72,14 +71,7 @@ def _reason(error: BaseException) -> str:
 class WorkerClient:
     """One pooled HTTP client for the container's life; thread-safe (httpx.Client is)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float,
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, timeout: float, *, max_connections: int) -> None:
         self._url = base_url.rstrip("/") + DIAL_PATH
         self._timeout = timeout
         self._client = httpx.Client(
@@ -89,14 +81,9 @@ class WorkerClient:
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
             ),
-            transport=transport,
             # A redirect would resend the dial elsewhere: never follow one.
             follow_redirects=False,
         )
-
-    @property
-    def url(self) -> str:
-        return self._url
 
     def dial(self, command: Mapping[str, Any], headers: Mapping[str, str]) -> DialOutcome:
         """POST the command; never raises for anything the network or the worker does."""
@@ -138,25 +125,23 @@ class WorkerClient:
                 worker_error=True,
                 http_status=status,
             )
+
+        def broken(error: str) -> DialOutcome:
+            return _failed(error, worker_error=True, http_status=status)
+
         if not 200 <= status < 300:
-            return _failed(f"Node.js Worker HTTP {status}", worker_error=True, http_status=status)
+            return broken(f"Node.js Worker HTTP {status}")
         body = bytearray()
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > MAX_REPLY_BYTES:
-                return _failed(
-                    f"Node.js Worker reply larger than {MAX_REPLY_BYTES} bytes",
-                    worker_error=True,
-                    http_status=status,
-                )
+                return broken(f"Node.js Worker reply larger than {MAX_REPLY_BYTES} bytes")
             if time.monotonic() > deadline:
-                return _failed(TIMEOUT_ERROR, worker_error=True, http_status=status)
+                return broken(TIMEOUT_ERROR)
         try:
             reply = json.loads(body)
         except (ValueError, RecursionError):
-            return _failed(
-                "Node.js Worker reply is not JSON", worker_error=True, http_status=status
-            )
+            return broken("Node.js Worker reply is not JSON")
         if not isinstance(reply, dict) or reply.get("success") is not True:
             return _failed(
                 f"Node.js Worker reported failure: {_worker_reason(reply)}", http_status=status

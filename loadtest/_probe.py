@@ -4,10 +4,11 @@
   process of its own; it answers ``run SECONDS on|off`` lines on stdin with one JSON line, the
   rate with the limiter's telemetry in place or taken out, so that the parent can alternate the
   two in the same process round by round.
-- ``dialer``: the handler against the worker stub; answers ``run SIZE`` with the seconds one
+- ``dialer``: a dialer against the worker stub; answers ``run SIZE`` with the seconds one
   batch of SIZE tasks took.
 - ``import``: the seconds ``import MODULE[,MODULE...]`` takes in a fresh interpreter.
-- ``rss``: the peak resident memory of a process that imported the handler and handled a batch.
+- ``rss``: the peak resident memory of a process that imported the Lambda entry point (which
+  builds its dialer from the environment, as in Lambda) and handled a batch with it.
 
 Every child writes its results as JSON lines on its original stdout; anything else the code
 under test prints (the handler's JSON logs and EMF lines) goes to /dev/null.
@@ -16,6 +17,7 @@ under test prints (the handler's JSON logs and EMF lines) goes to /dev/null.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -134,23 +136,24 @@ def _dialer_env(redis_url: str, worker_url: str, prefix: str) -> dict[str, str]:
 
 def dialer(redis_url: str, worker_url: str, prefix: str) -> None:
     channel = _quiet_stdout()
-    from dialer_lambda import handler
+    from dialer_lambda import Dialer, Settings
 
     from ._tasks import TaskFactory
 
-    handler.configure({**os.environ, **_dialer_env(redis_url, worker_url, prefix)})
-    tasks = TaskFactory()
-    handler.handler(tasks.batch(10))  # warm: connections, scripts, threads
-    _answer(channel, {"ready": True})
-    for line in sys.stdin:
-        command, *args = line.split()
-        if command != "run":
-            break
-        batch = tasks.batch(int(args[0]))
-        started = time.perf_counter()
-        result = handler.handler(batch)
-        seconds = time.perf_counter() - started
-        _answer(channel, {"seconds": seconds, "successful": result["successful"]})
+    env = {**os.environ, **_dialer_env(redis_url, worker_url, prefix)}
+    with contextlib.closing(Dialer.from_settings(Settings.from_env(env))) as dialer:
+        tasks = TaskFactory()
+        dialer.process(tasks.batch(10))  # warm: connections, scripts, threads
+        _answer(channel, {"ready": True})
+        for line in sys.stdin:
+            command, *args = line.split()
+            if command != "run":
+                break
+            batch = tasks.batch(int(args[0]))
+            started = time.perf_counter()
+            result = dialer.process(batch)
+            seconds = time.perf_counter() - started
+            _answer(channel, {"seconds": seconds, "successful": result["successful"]})
 
 
 def import_time(modules: str) -> None:

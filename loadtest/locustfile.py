@@ -1,4 +1,4 @@
-"""Locust users that pace calls through cps_limiter, and users that run the dialer's handler.
+"""Locust users that pace calls through cps_limiter, and users that run batches through the dialer.
 
 `python -m loadtest.run` starts Redis and the worker stub and runs this file headless; it passes
 its settings in ``LOADTEST_*`` environment variables (see `Settings`), which forked worker
@@ -9,10 +9,11 @@ count the calls of each scenario in the stub's record.
   through `cps_limiter.Limiter` (waiting up to ``LOADTEST_MAX_WAIT`` for a reserved slot) and,
   when granted, sends the dial to the stub. Together the users of a scenario offer
   ``LOADTEST_DEMAND`` times the limit.
-- `DialerUser`: invokes ``dialer_lambda.handler.handler`` with batches of 10 tasks.
+- `DialerUser`: runs batches of 10 tasks through one `dialer_lambda.Dialer` per process, as
+  the Lambda's entry point does.
 
 Locust monkey-patches the standard library with gevent before this file is imported, so the
-sync redis-py client, httpx, ``time.sleep`` and the handler's thread pool all yield to other
+sync redis-py client, httpx, ``time.sleep`` and the dialer's thread pool all yield to other
 users instead of blocking the process. The limiter reports to Locust through
 ``environment.events.request``, as Locust documents for systems other than HTTP.
 """
@@ -31,7 +32,9 @@ from typing import Any, ClassVar
 from locust import FastHttpUser, User, constant_throughput, events, task
 from locust.env import Environment
 
-from cps_limiter import Decision, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
+from cps_limiter import Decision, Limiter, Strategy
+from dialer_lambda import Dialer, strategy_for
+from dialer_lambda import Settings as DialerSettings
 from loadtest._tasks import BATCH, TaskFactory
 
 REQUEST_TYPE = "cps_limiter"
@@ -72,13 +75,24 @@ class Settings:
         return self.prefix(scenario)
 
     def strategy(self, scenario: str) -> Strategy:
-        if scenario == "fixed":
-            return FixedWindow(self.limit)
-        if scenario == "sliding":
-            return SlidingWindow(self.limit)
-        # A burst of 1, as the dialer uses: no one-second interval then holds more than the
-        # rate (a burst of `rate` would let up to twice the rate through in some second).
-        return TokenBucket(rate=self.limit, burst=1)
+        """The dialer's strategy of that name at the limit (the token bucket with a burst of 1:
+        no one-second interval then holds more than the rate)."""
+        return strategy_for(
+            DialerSettings.from_env({"CPS_STRATEGY": scenario, "MAX_CPS": str(self.limit)})
+        )
+
+    def dialer_env(self) -> dict[str, str]:
+        """The dialer's environment for this run."""
+        return {
+            "REDIS_URL": self.redis_url,
+            "NODE_WORKER_URL": self.worker_url,
+            "MAX_CPS": str(self.limit),
+            "CPS_STRATEGY": "fixed",
+            "CPS_KEY_PREFIX": self.prefix("dialer"),
+            "IDEMPOTENCY_KEY_PREFIX": f"{self.prefix('dialer')}:claim",
+            # Per-task log lines at this rate would be most of the run's work and output.
+            "LOG_LEVEL": "ERROR",
+        }
 
 
 SETTINGS = Settings.from_env()
@@ -182,34 +196,21 @@ class TokenBucketUser(_LimiterUser):
     scenario = "token"
 
 
-_handler_lock = threading.Lock()
+_dialer: Dialer | None = None
 
 
-def dialer_handler() -> Any:
-    """``dialer_lambda.handler``, configured for this run once per process.
-
-    The module reads its settings from the environment when first imported, as in Lambda.
-    """
-    with _handler_lock:
-        os.environ.update(
-            {
-                "REDIS_URL": SETTINGS.redis_url,
-                "NODE_WORKER_URL": SETTINGS.worker_url,
-                "MAX_CPS": str(SETTINGS.limit),
-                "CPS_STRATEGY": "fixed",
-                "CPS_KEY_PREFIX": SETTINGS.prefix("dialer"),
-                "IDEMPOTENCY_KEY_PREFIX": f"{SETTINGS.prefix('dialer')}:claim",
-                # Per-task log lines at this rate would be most of the run's work and output.
-                "LOG_LEVEL": "ERROR",
-            }
-        )
-        from dialer_lambda import handler
-
-        return handler
+def shared_dialer() -> Dialer:
+    """One dialer per process, shared by its users, as one Lambda container's."""
+    global _dialer
+    with _limiters_lock:
+        if _dialer is None:
+            env = {**os.environ, **SETTINGS.dialer_env()}
+            _dialer = Dialer.from_settings(DialerSettings.from_env(env))
+        return _dialer
 
 
 class DialerUser(User):
-    """Runs the Lambda handler on batches of 10, as the pipe would deliver them."""
+    """Runs batches of 10 through the process's dialer, as the pipe would deliver them."""
 
     fixed_count = SETTINGS.dialer_users
     wait_time = constant_throughput(
@@ -217,7 +218,7 @@ class DialerUser(User):
     )
 
     def on_start(self) -> None:
-        self.handler = dialer_handler()
+        self.dialer = shared_dialer()
         self.factory = TaskFactory(campaign_id=SETTINGS.campaign("dialer"))
 
     @task
@@ -225,7 +226,7 @@ class DialerUser(User):
         with self.environment.events.request.measure(
             "lambda", f"dialer: handler, batch of {BATCH}"
         ) as meta:
-            result = self.handler.handler(self.factory.batch(BATCH))
+            result = self.dialer.process(self.factory.batch(BATCH))
             meta["response_length"] = result["successful"]
 
 
@@ -233,3 +234,5 @@ class DialerUser(User):
 def _close_limiters(environment: Environment, **kwargs: Any) -> None:
     for limiter in _limiters.values():
         limiter.close()
+    if _dialer is not None:
+        _dialer.close()

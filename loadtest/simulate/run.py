@@ -16,7 +16,7 @@ from typing import Any, Final, TextIO
 
 import httpx
 
-from dialer_lambda import Dialer
+from dialer_lambda import Dialer, Settings
 from dialer_lambda._logging import JsonFormatter, StdoutHandler
 from loadtest.tasks import make_tasks
 from loadtest.worker_stub import Behaviour, Call, RemoteStub, StubHandle, StubHealth, WorkerStub
@@ -32,23 +32,16 @@ LIMITER_LOGGER: Final = "cps_limiter"
 @contextlib.contextmanager
 def build_dialer(env: Mapping[str, str]) -> Iterator[Dialer]:
     """The dialer for the run, built from `env` as the Lambda builds its own, and released
-    after it. The one place that knows how the handler's package builds a dialer."""
-    # Imported here: its import configures it from os.environ, which `env` then replaces.
-    from dialer_lambda import handler
-
+    after it."""
+    dialer = Dialer.from_settings(Settings.from_env(env))
     try:
-        yield handler.configure(env)
+        yield dialer
     finally:
-        # Back on its own environment, as at import; this closes the run's dialer.
-        handler.configure()
+        dialer.close()
 
 
 def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summary:
-    """Run one simulated campaign and return its summary (the chart is written to `out`).
-
-    The handler module is configured for the run and then from `os.environ` again: do not
-    run this while other code invokes the handler in the same process.
-    """
+    """Run one simulated campaign and return its summary (the chart is written to `out`)."""
     hooks = hooks or Hooks()
     run_id = uuid.uuid4().hex[:8]
     tasks = make_tasks(

@@ -1,45 +1,45 @@
-"""The Lambda handler end to end: real HTTP to the worker stub, the in-process Redis, threads."""
+"""A dialer end to end (real HTTP to the worker stub, the in-process Redis, threads), and the
+Lambda entry point built at import."""
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import pytest
 
 from cps_limiter import RateLimitExceeded
-from dialer_lambda import handler
+from dialer_lambda import Dialer
 from loadtest.worker_stub import Behaviour, WorkerStub
 from tests.support.dialer import (
     DIAL_KEYS,
     SEED_TASK,
-    Configure,
     FakeContext,
     Lines,
-    configure,
-    dialer,
-    lines,
+    MakeDialer,
+    RecordingWorker,
     make_batch,
     make_task,
-    memory_url,
     phone_of,
-    stub,
 )
-
-__all__ = ["configure", "dialer", "lines", "memory_url", "stub"]  # fixtures, for pytest
 
 CALL_ID = re.compile(r"call-campaign-123-contact-456-(\d{13})")
 BATCH = 10
 WORKER_DELAY_MS = 100
 
 
-@pytest.mark.usefixtures("dialer")
-def test_the_seeds_example_task_is_posted_with_exactly_the_seeds_keys(stub: WorkerStub) -> None:
+def test_the_seeds_example_task_is_posted_with_exactly_the_seeds_keys(
+    dialer: Dialer, stub: WorkerStub
+) -> None:
     before_ms = time.time_ns() // 1_000_000
 
-    handler.handler([SEED_TASK], FakeContext())
+    dialer.process([SEED_TASK], FakeContext())
 
     [call] = stub.calls
     assert call.body is not None
@@ -59,9 +59,8 @@ def test_the_seeds_example_task_is_posted_with_exactly_the_seeds_keys(stub: Work
     assert before_ms <= int(match.group(1)) <= time.time_ns() // 1_000_000
 
 
-@pytest.mark.usefixtures("dialer")
-def test_the_seeds_example_task_gives_the_contracts_result() -> None:
-    result = handler.handler([SEED_TASK], FakeContext())
+def test_the_seeds_example_task_gives_the_contracts_result(dialer: Dialer) -> None:
+    result = dialer.process([SEED_TASK], FakeContext())
 
     assert result == {
         "totalProcessed": 1,
@@ -75,18 +74,18 @@ def test_the_seeds_example_task_gives_the_contracts_result() -> None:
 
 
 def test_a_mixed_batch_counts_every_task_once_as_the_contract_shows(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(
+    dialer = make_dialer(
         MAX_CPS="8",
         RATE_LIMIT_MAX_WAIT_SECONDS="0",
         CPS_STRATEGY="sliding",
         DIAL_TIMEOUT_SECONDS="0.3",
     )
     stub.set_behaviour(phone_of(3), timeout=1.0)
-    handler.handler([make_task(9)], FakeContext())  # dialed already, and one permit used
+    dialer.process([make_task(9)], FakeContext())  # dialed already, and one permit used
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result == {
         "totalProcessed": 10,
@@ -106,13 +105,13 @@ def test_a_mixed_batch_counts_every_task_once_as_the_contract_shows(
 
 
 def test_one_task_timing_out_fails_alone_and_the_other_nine_are_dialed_meanwhile(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(DIAL_TIMEOUT_SECONDS="0.5")
+    dialer = make_dialer(DIAL_TIMEOUT_SECONDS="0.5")
     stub.set_behaviour(phone_of(3), timeout=1.0)
     started = time.monotonic()
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     elapsed = time.monotonic() - started
     assert result["successful"] == 9
@@ -146,17 +145,17 @@ def test_one_task_timing_out_fails_alone_and_the_other_nine_are_dialed_meanwhile
     ids=["ok", "fail", "timeout", "429", "503", "500", "garbage", "huge", "close"],
 )
 def test_each_worker_answer_is_classified_as_the_contract_says(
-    configure: Configure,
+    make_dialer: MakeDialer,
     stub: WorkerStub,
     behaviour: Behaviour,
     status: str,
     error: str | None,
     retried: bool,
 ) -> None:
-    configure(DIAL_TIMEOUT_SECONDS="0.3")
+    dialer = make_dialer(DIAL_TIMEOUT_SECONDS="0.3")
     stub.set_behaviour(behaviour=behaviour)
 
-    result = handler.handler([make_task(1)], FakeContext())
+    result = dialer.process([make_task(1)], FakeContext())
 
     assert dict(result)[status] == 1
     errors = [e["error"] for e in result["errors"]]
@@ -165,11 +164,11 @@ def test_each_worker_answer_is_classified_as_the_contract_says(
 
 
 def test_a_worker_that_refuses_connections_fails_the_task_and_retries_it(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(NODE_WORKER_URL=f"http://127.0.0.1:{_closed_port(stub)}")
+    dialer = make_dialer(NODE_WORKER_URL=f"http://127.0.0.1:{_closed_port(stub)}")
 
-    result = handler.handler([make_task(1)], FakeContext())
+    result = dialer.process([make_task(1)], FakeContext())
 
     assert result["failed"] == 1
     assert result["errors"][0]["error"].startswith("Node.js Worker unreachable")
@@ -184,14 +183,13 @@ def _closed_port(stub: WorkerStub) -> int:
 
 
 def test_a_retry_after_the_worker_refused_the_connection_dials_the_task(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    live = stub.url
-    configure(NODE_WORKER_URL=f"http://127.0.0.1:{_free_port()}")
-    handler.handler([make_task(1)], FakeContext())
-    configure(REDIS_URL=handler.current().settings.redis_url, NODE_WORKER_URL=live)
+    refused = make_dialer(NODE_WORKER_URL=f"http://127.0.0.1:{_free_port()}")
+    refused.process([make_task(1)], FakeContext())
+    dialer = make_dialer()  # the same Redis, the live worker
 
-    result = handler.handler([make_task(1)], FakeContext())
+    result = dialer.process([make_task(1)], FakeContext())
 
     assert result["successful"] == 1
     assert len(stub.calls) == 1
@@ -204,40 +202,40 @@ def _free_port() -> int:
 
 
 def test_a_retry_after_the_worker_answered_503_dials_the_task(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure()
+    dialer = make_dialer()
     stub.set_behaviour(http_503=1.0)
-    handler.handler([make_task(1)], FakeContext())
+    dialer.process([make_task(1)], FakeContext())
     stub.set_behaviour()
 
-    result = handler.handler([make_task(1)], FakeContext())
+    result = dialer.process([make_task(1)], FakeContext())
 
     assert result["successful"] == 1
     assert [call.outcome.value for call in stub.calls] == ["http_503", "ok"]
 
 
 def test_a_timed_out_dial_is_not_dialed_again_on_redelivery(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(DIAL_TIMEOUT_SECONDS="0.2")
+    dialer = make_dialer(DIAL_TIMEOUT_SECONDS="0.2")
     stub.set_behaviour(timeout=1.0)
-    handler.handler([make_task(1)], FakeContext())
+    dialer.process([make_task(1)], FakeContext())
     stub.set_behaviour()
 
-    result = handler.handler([make_task(1)], FakeContext())
+    result = dialer.process([make_task(1)], FakeContext())
 
     assert result["duplicates"] == 1
     assert len(stub.calls) == 1
 
 
 def test_a_batch_of_ten_against_a_100ms_worker_takes_about_one_dial(
-    dialer: object, stub: WorkerStub
+    dialer: Dialer, stub: WorkerStub
 ) -> None:
     stub.set_behaviour(delay_ms=WORKER_DELAY_MS)
     started = time.monotonic()
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     elapsed = time.monotonic() - started
     assert result["successful"] == BATCH
@@ -245,42 +243,42 @@ def test_a_batch_of_ten_against_a_100ms_worker_takes_about_one_dial(
 
 
 def test_concurrent_invocations_in_one_process_each_get_their_own_result(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS="1000")
+    dialer = make_dialer(MAX_CPS="1000")
     batches = [make_batch(BATCH, campaignId=f"c-{n}") for n in range(8)]
     for batch in batches:
         for task in batch:
             task["campaign"]["id"] = task["campaignId"]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda b: handler.handler(b, FakeContext()), batches))
+        results = list(pool.map(lambda b: dialer.process(b, FakeContext()), batches))
 
     assert [r["successful"] for r in results] == [BATCH] * 8
     assert len(stub.calls) == 8 * BATCH
 
 
-def test_the_handler_accepts_no_context_for_local_runs(dialer: object) -> None:
-    assert handler.handler([make_task(1)], None)["successful"] == 1
+def test_a_dialer_accepts_no_context_for_local_runs(dialer: Dialer) -> None:
+    assert dialer.process([make_task(1)], None)["successful"] == 1
 
 
 def test_the_wait_for_permits_never_runs_past_the_lambdas_remaining_time(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS="1", RATE_LIMIT_MAX_WAIT_SECONDS="10", DIAL_TIMEOUT_SECONDS="1")
+    dialer = make_dialer(MAX_CPS="1", RATE_LIMIT_MAX_WAIT_SECONDS="10", DIAL_TIMEOUT_SECONDS="1")
     # 2.5 s left, less the dial timeout and the margin: 0.5 s to wait, not 10.
     context = FakeContext(remaining_ms=2_500)
     started = time.monotonic()
 
-    result = handler.handler(make_batch(5), context)
+    result = dialer.process(make_batch(5), context)
 
     assert time.monotonic() - started < 1.0
     assert result["successful"] + result["rateLimited"] == 5
     assert result["rateLimited"] >= 3
 
 
-def test_the_batch_start_and_end_are_logged_with_the_counts(dialer: object, lines: Lines) -> None:
-    handler.handler(make_batch(3), FakeContext(aws_request_id="req-42"))
+def test_the_batch_start_and_end_are_logged_with_the_counts(dialer: Dialer, lines: Lines) -> None:
+    dialer.process(make_batch(3), FakeContext(aws_request_id="req-42"))
 
     [start] = lines.events("batch_start")
     [end] = lines.events("batch_end")
@@ -289,8 +287,8 @@ def test_the_batch_start_and_end_are_logged_with_the_counts(dialer: object, line
     assert (end["totalProcessed"], end["successful"]) == (3, 3)
 
 
-def test_each_dial_success_is_logged_with_its_call_id(dialer: object, lines: Lines) -> None:
-    handler.handler(make_batch(3), FakeContext())
+def test_each_dial_success_is_logged_with_its_call_id(dialer: Dialer, lines: Lines) -> None:
+    dialer.process(make_batch(3), FakeContext())
 
     logged = lines.events("dial_success")
     assert sorted(line["contactId"] for line in logged) == ["contact-0", "contact-1", "contact-2"]
@@ -298,9 +296,9 @@ def test_each_dial_success_is_logged_with_its_call_id(dialer: object, lines: Lin
 
 
 def test_no_full_phone_number_appears_in_any_log_line(
-    configure: Configure, stub: WorkerStub, lines: Lines, caplog: pytest.LogCaptureFixture
+    make_dialer: MakeDialer, stub: WorkerStub, lines: Lines, caplog: pytest.LogCaptureFixture
 ) -> None:
-    configure(DIAL_TIMEOUT_SECONDS="0.2", MAX_CPS="6", RATE_LIMIT_MAX_WAIT_SECONDS="0")
+    dialer = make_dialer(DIAL_TIMEOUT_SECONDS="0.2", MAX_CPS="6", RATE_LIMIT_MAX_WAIT_SECONDS="0")
     faults = [
         Behaviour(fail=1.0),
         Behaviour(timeout=1.0),
@@ -315,8 +313,8 @@ def test_no_full_phone_number_appears_in_any_log_line(
     batch[6]["phoneNumber"] = "0501234567"  # not E.164, still a phone number
     batch[7]["metadata"] = {"note": f"call back on {phone_of(7)}"}
 
-    handler.handler(batch, FakeContext())
-    handler.handler(batch, FakeContext())  # duplicates and rate limits log too
+    dialer.process(batch, FakeContext())
+    dialer.process(batch, FakeContext())  # duplicates and rate limits log too
 
     lines.read()
     text = lines.text + caplog.text
@@ -327,37 +325,76 @@ def test_no_full_phone_number_appears_in_any_log_line(
     assert "+97*******0" in text
 
 
-def test_the_limit_holds_across_invocations(configure: Configure) -> None:
-    configure(MAX_CPS="5", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+def test_the_limit_holds_across_invocations(make_dialer: MakeDialer) -> None:
+    dialer = make_dialer(MAX_CPS="5", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
 
-    first = handler.handler(make_batch(4), FakeContext())
-    second = handler.handler(make_batch(4, attempts=1), FakeContext())
+    first = dialer.process(make_batch(4), FakeContext())
+    second = dialer.process(make_batch(4, attempts=1), FakeContext())
 
     assert first["successful"] + second["successful"] == 5
 
 
-def test_invocations_racing_a_barrier_all_finish(configure: Configure) -> None:
-    configure()
+def test_invocations_racing_a_barrier_all_finish(make_dialer: MakeDialer) -> None:
+    dialer = make_dialer()
     barrier = threading.Barrier(4)
 
     def invoke(n: int) -> int:
         barrier.wait()
-        return handler.handler(make_batch(5, attempts=n), FakeContext())["successful"]
+        return dialer.process(make_batch(5, attempts=n), FakeContext())["successful"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(invoke, range(4))) == [5, 5, 5, 5]
 
 
 def test_a_retried_task_without_message_id_makes_the_whole_batch_come_back(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS="2", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer = make_dialer(MAX_CPS="2", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
     batch = make_batch(3)
     del batch[2]["messageId"]
 
     with pytest.raises(RateLimitExceeded) as raised:
-        handler.handler(batch, FakeContext())
+        dialer.process(batch, FakeContext())
 
     assert "messageId" in str(raised.value)
     assert raised.value.decision.allowed is False
     assert len(stub.calls) == 2  # the granted dials went out before the raise
+
+
+# -- the Lambda entry point ------------------------------------------------------------------
+
+
+@pytest.fixture
+def entry_point(
+    monkeypatch: pytest.MonkeyPatch, recording_worker: RecordingWorker, memory_url: str
+) -> Iterator[ModuleType]:
+    """``dialer_lambda.handler`` imported afresh with the test's environment, as the Lambda's
+    init phase imports it."""
+    monkeypatch.setenv("REDIS_URL", memory_url)
+    monkeypatch.setenv("NODE_WORKER_URL", recording_worker.url)
+    monkeypatch.delitem(sys.modules, "dialer_lambda.handler", raising=False)
+    module = importlib.import_module("dialer_lambda.handler")
+    yield module
+    module.DIALER.close()
+
+
+def test_the_entry_point_builds_its_dialer_from_the_environment_at_import(
+    entry_point: ModuleType, recording_worker: RecordingWorker, memory_url: str
+) -> None:
+    settings = entry_point.DIALER.settings
+
+    assert (settings.redis_url, settings.node_worker_url) == (memory_url, recording_worker.url)
+
+
+def test_warm_invocations_of_the_entry_point_reuse_the_clients_built_at_import(
+    entry_point: ModuleType, recording_worker: RecordingWorker
+) -> None:
+    built = entry_point.DIALER
+
+    first = entry_point.handler([make_task(1)], FakeContext())
+    second = entry_point.handler([make_task(2)], None)
+
+    assert (first["successful"], second["successful"]) == (1, 1)
+    assert entry_point.DIALER is built
+    assert len(recording_worker.ports) == 2
+    assert len(set(recording_worker.ports)) == 1  # one kept-alive connection for both

@@ -9,21 +9,9 @@ from typing import Any
 
 import pytest
 
-from dialer_lambda import Dialer, handler
+from dialer_lambda import Dialer
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import (
-    FakeContext,
-    Lines,
-    configure,
-    dialer,
-    lines,
-    make_batch,
-    make_task,
-    memory_url,
-    stub,
-)
-
-__all__ = ["configure", "dialer", "lines", "memory_url", "stub"]  # fixtures, for pytest
+from tests.support.dialer import FakeContext, Lines, make_batch, make_task
 
 # A Tuesday, 10:30 in Jerusalem (UTC+2 in January).
 TUESDAY_MORNING = datetime(2024, 1, 16, 8, 30, tzinfo=UTC)
@@ -40,17 +28,17 @@ TUESDAY_MORNING = datetime(2024, 1, 16, 8, 30, tzinfo=UTC)
     ],
     ids=["sqs-event", "one-task", "null", "string", "number"],
 )
-@pytest.mark.usefixtures("dialer")
-def test_an_event_that_is_not_a_list_raises_a_clear_value_error(event: Any, named: str) -> None:
+def test_an_event_that_is_not_a_list_raises_a_clear_value_error(
+    dialer: Dialer, event: Any, named: str
+) -> None:
     with pytest.raises(ValueError, match="event must be a JSON array of dial tasks") as raised:
-        handler.handler(event, FakeContext())
+        dialer.process(event, FakeContext())
 
     assert named in str(raised.value)
 
 
-@pytest.mark.usefixtures("dialer")
-def test_an_empty_batch_gives_an_empty_result() -> None:
-    assert handler.handler([], FakeContext()) == {
+def test_an_empty_batch_gives_an_empty_result(dialer: Dialer) -> None:
+    assert dialer.process([], FakeContext()) == {
         "totalProcessed": 0,
         "successful": 0,
         "failed": 0,
@@ -116,9 +104,10 @@ INVALID_TASKS = [
 
 
 @pytest.mark.parametrize(("task", "named"), INVALID_TASKS)
-@pytest.mark.usefixtures("dialer")
-def test_an_invalid_task_fails_with_an_error_naming_the_problem(task: Any, named: str) -> None:
-    result = handler.handler([task, make_task(2)], FakeContext())
+def test_an_invalid_task_fails_with_an_error_naming_the_problem(
+    dialer: Dialer, task: Any, named: str
+) -> None:
+    result = dialer.process([task, make_task(2)], FakeContext())
 
     [error] = result["errors"]
     assert error["error"].startswith("invalid task: ")
@@ -137,49 +126,46 @@ def test_a_task_that_is_not_an_object_brings_the_whole_batch_back_after_the_othe
 
     # It has no messageId to list in batchItemFailures: only a failed invocation returns it.
     with pytest.raises(RateLimitExceeded, match="no messageId"):
-        handler.handler([task, make_task(2)], FakeContext())
+        dialer.process([task, make_task(2)], FakeContext())
 
     [logged] = lines.events("invalid_task")
     assert logged["message"] == f"invalid task: expected an object, {named}"
     assert len(stub.calls) == 1
 
 
-@pytest.mark.usefixtures("dialer")
 def test_an_invalid_task_is_never_dialed_and_comes_back_for_the_dead_letter_queue(
+    dialer: Dialer,
     stub: WorkerStub,
 ) -> None:
-    result = handler.handler([make_task(1, phoneNumber="12345")], FakeContext())
+    result = dialer.process([make_task(1, phoneNumber="12345")], FakeContext())
 
     assert stub.calls == []
     assert result["batchItemFailures"] == [{"itemIdentifier": "m-1"}]
 
 
-@pytest.mark.usefixtures("dialer")
-def test_an_invalid_task_names_all_its_problems_at_once() -> None:
+def test_an_invalid_task_names_all_its_problems_at_once(dialer: Dialer) -> None:
     task = make_task(1, phoneNumber="x", attempts=None)
     del task["campaignId"]
 
-    [error] = handler.handler([task], FakeContext())["errors"]
+    [error] = dialer.process([task], FakeContext())["errors"]
 
     assert "campaignId is missing" in error["error"]
     assert "E.164" in error["error"]
     assert "attempts" in error["error"]
 
 
-@pytest.mark.usefixtures("dialer")
-def test_a_batch_of_garbage_accounts_for_every_task(stub: WorkerStub) -> None:
+def test_a_batch_of_garbage_accounts_for_every_task(dialer: Dialer, stub: WorkerStub) -> None:
     batch: list[Any] = [param.values[0] for param in INVALID_TASKS]
 
-    result = handler.handler([*batch, *make_batch(3)], FakeContext())
+    result = dialer.process([*batch, *make_batch(3)], FakeContext())
 
     assert result["totalProcessed"] == len(batch) + 3
     assert (result["failed"], result["successful"]) == (len(batch), 3)
     assert len(stub.calls) == 3
 
 
-@pytest.mark.usefixtures("dialer")
-def test_an_invalid_task_is_logged_as_invalid_task(lines: Lines) -> None:
-    handler.handler([make_task(1, phoneNumber="12345")], FakeContext())
+def test_an_invalid_task_is_logged_as_invalid_task(dialer: Dialer, lines: Lines) -> None:
+    dialer.process([make_task(1, phoneNumber="12345")], FakeContext())
 
     [logged] = lines.events("invalid_task")
     assert logged["messageId"] == "m-1"
@@ -192,7 +178,7 @@ def test_a_task_with_an_unusable_message_id_that_must_come_back_raises(
     from cps_limiter import RateLimitExceeded
 
     with pytest.raises(RateLimitExceeded, match="messageId"):
-        handler.handler([make_task(1, phoneNumber="1", messageId=7), make_task(2)], FakeContext())
+        dialer.process([make_task(1, phoneNumber="1", messageId=7), make_task(2)], FakeContext())
 
     assert len(stub.calls) == 1
 
@@ -201,7 +187,7 @@ def test_a_task_with_an_unusable_message_id_that_must_come_back_raises(
 def test_a_task_of_a_campaign_that_is_not_active_fails_and_is_not_retried(
     dialer: Dialer, stub: WorkerStub, status: str
 ) -> None:
-    result = handler.handler([_campaign(status=status)], FakeContext())
+    result = dialer.process([_campaign(status=status)], FakeContext())
 
     [error] = result["errors"]
     assert "is not active" in error["error"] or "campaign.status" in error["error"]

@@ -12,29 +12,18 @@ from typing import Any
 import pytest
 import redis
 
-from dialer_lambda import handler
+from dialer_lambda import Dialer
 from loadtest.servers import RedisServer, free_port, stalled_listener
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import (
-    Configure,
-    FakeContext,
-    Lines,
-    configure,
-    lines,
-    make_batch,
-    memory_url,
-    stub,
-)
-
-__all__ = ["configure", "lines", "memory_url", "stub"]  # fixtures, for pytest
+from tests.support.dialer import FakeContext, Lines, MakeDialer, make_batch
 
 BATCH = 10
 LIMIT = 5
 
 
-def _window_counts(prefix: str = "cps") -> dict[int, int]:
+def _window_counts(dialer: Dialer, prefix: str = "cps") -> dict[int, int]:
     """The fixed window's counters, ``{window_start: permits}``, read from the limiter's Redis."""
-    client = handler.current().limiter.client
+    client = dialer.limiter.client
     counts: dict[int, int] = {}
     for key in client.scan_iter(match=f"{prefix}:*"):
         name = key.decode() if isinstance(key, bytes) else key
@@ -43,41 +32,43 @@ def _window_counts(prefix: str = "cps") -> dict[int, int]:
 
 
 def test_with_a_wait_budget_five_are_dialed_now_and_five_paced_into_the_next_second(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["successful"] == BATCH
     assert result["batchItemFailures"] == []
     assert len(stub.calls) == BATCH
-    windows = _window_counts()
+    windows = _window_counts(dialer)
     assert list(windows.values()) == [LIMIT, LIMIT]
     first, second = sorted(windows)
     assert second == first + 1
 
 
 def test_the_paced_half_waits_for_the_next_window_in_one_more_limiter_call(
-    configure: Configure, lines: Lines
+    make_dialer: MakeDialer, lines: Lines
 ) -> None:
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
 
-    handler.handler(make_batch(BATCH), FakeContext())
+    dialer.process(make_batch(BATCH), FakeContext())
 
     checks = lines.events("cps_check")
     assert [(c["requested"], c["granted"]) for c in checks] == [(10, 5), (5, 5)]
 
 
 def test_without_a_wait_budget_five_are_dialed_and_five_come_back_in_batch_item_failures(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
     # The fixed window is left out on purpose: a batch that straddles a window boundary may
     # get its second five at once, which is exactly the burst that strategy allows. The token
     # bucket paces one call per 1/MAX_CPS instead (below).
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer = make_dialer(
+        MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding"
+    )
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert (result["successful"], result["rateLimited"]) == (LIMIT, BATCH - LIMIT)
     assert result["batchItemFailures"] == [{"itemIdentifier": f"m-{n}"} for n in range(5, 10)]
@@ -86,11 +77,11 @@ def test_without_a_wait_budget_five_are_dialed_and_five_come_back_in_batch_item_
 
 
 def test_the_token_bucket_spaces_calls_evenly_and_never_bursts(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="token")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="token")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["successful"] == BATCH
     times = sorted(call.monotonic for call in stub.calls)
@@ -101,11 +92,11 @@ def test_the_token_bucket_spaces_calls_evenly_and_never_bursts(
 
 
 def test_without_a_wait_budget_the_token_bucket_dials_one_and_returns_the_rest(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="token")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="token")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert (result["successful"], result["rateLimited"]) == (1, BATCH - 1)
     assert len(stub.calls) == 1
@@ -113,39 +104,40 @@ def test_without_a_wait_budget_the_token_bucket_dials_one_and_returns_the_rest(
 
 @pytest.mark.parametrize(("cpu", "dialed"), [(50.0, 8), (85.0, 4), (95.0, 2)])
 def test_the_pace_follows_the_reported_cpu_of_the_dialing_host(
-    configure: Configure, stub: WorkerStub, cpu: float, dialed: int
+    make_dialer: MakeDialer, stub: WorkerStub, cpu: float, dialed: int
 ) -> None:
-    dialer = configure(MAX_CPS="8", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer = make_dialer(MAX_CPS="8", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
     dialer.limiter.report_health(cpu=cpu)
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["successful"] == dialed
     assert len(stub.calls) == dialed
 
 
-def test_an_operators_cap_overrides_max_cps_without_a_redeploy(configure: Configure) -> None:
-    dialer = configure(MAX_CPS="100", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+def test_an_operators_cap_overrides_max_cps_without_a_redeploy(make_dialer: MakeDialer) -> None:
+    dialer = make_dialer(MAX_CPS="100", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
     dialer.limiter.set_cap(3, ttl=60)
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert (result["successful"], result["rateLimited"]) == (3, BATCH - 3)
 
 
 def test_rate_limited_tasks_are_dialed_when_redelivered_later(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
-    handler.handler(make_batch(BATCH), FakeContext())
-    configure(
-        REDIS_URL=handler.current().settings.redis_url,
+    dialer = make_dialer(
+        MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding"
+    )
+    dialer.process(make_batch(BATCH), FakeContext())
+    dialer = make_dialer(
         MAX_CPS="100",
         RATE_LIMIT_MAX_WAIT_SECONDS="0",
         CPS_STRATEGY="sliding",
     )
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert (result["successful"], result["duplicates"]) == (BATCH - LIMIT, LIMIT)
     assert sorted(call.phone_number or "" for call in stub.calls) == sorted(
@@ -154,11 +146,11 @@ def test_rate_limited_tasks_are_dialed_when_redelivered_later(
 
 
 def test_a_batch_delivered_three_times_dials_each_task_once(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure()
+    dialer = make_dialer()
 
-    results = [handler.handler(make_batch(BATCH), FakeContext()) for _ in range(3)]
+    results = [dialer.process(make_batch(BATCH), FakeContext()) for _ in range(3)]
 
     assert [r["successful"] for r in results] == [BATCH, 0, 0]
     assert [r["duplicates"] for r in results] == [0, BATCH, BATCH]
@@ -166,15 +158,15 @@ def test_a_batch_delivered_three_times_dials_each_task_once(
 
 
 def test_two_batches_with_the_same_tasks_delivered_concurrently_dial_each_task_once(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure()
+    dialer = make_dialer()
     stub.set_behaviour(delay_ms=50)
     barrier = threading.Barrier(2)
 
     def deliver(_: int) -> dict[str, Any]:
         barrier.wait()
-        return dict(handler.handler(make_batch(BATCH), FakeContext()))
+        return dict(dialer.process(make_batch(BATCH), FakeContext()))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(deliver, range(2)))
@@ -185,23 +177,25 @@ def test_two_batches_with_the_same_tasks_delivered_concurrently_dial_each_task_o
 
 
 def test_the_same_task_twice_in_one_batch_is_dialed_once(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure()
+    dialer = make_dialer()
     batch = make_batch(2)
     batch.append(dict(batch[0], messageId="m-again"))
 
-    result = handler.handler(batch, FakeContext())
+    result = dialer.process(batch, FakeContext())
 
     assert (result["successful"], result["duplicates"]) == (2, 1)
     _assert_each_dialed_once(stub, batch)
 
 
-def test_a_new_attempt_of_a_dialed_task_is_dialed(configure: Configure, stub: WorkerStub) -> None:
-    configure()
-    handler.handler(make_batch(1), FakeContext())
+def test_a_new_attempt_of_a_dialed_task_is_dialed(
+    make_dialer: MakeDialer, stub: WorkerStub
+) -> None:
+    dialer = make_dialer()
+    dialer.process(make_batch(1), FakeContext())
 
-    result = handler.handler(make_batch(1, attempts=1), FakeContext())
+    result = dialer.process(make_batch(1, attempts=1), FakeContext())
 
     assert result["successful"] == 1
     assert len(stub.calls) == 2
@@ -213,22 +207,22 @@ def _assert_each_dialed_once(stub: WorkerStub, batch: list[dict[str, Any]]) -> N
 
 
 def test_with_redis_unreachable_the_calls_still_go_out(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["successful"] == BATCH
     assert len(stub.calls) == BATCH
 
 
 def test_with_redis_unreachable_the_metric_and_a_warning_say_so(
-    configure: Configure, lines: Lines
+    make_dialer: MakeDialer, lines: Lines
 ) -> None:
-    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
 
-    handler.handler(make_batch(BATCH), FakeContext())
+    dialer.process(make_batch(BATCH), FakeContext())
 
     [emf] = lines.emf()
     assert emf["RedisUnavailable"] >= 2  # the claims and the permits both failed open
@@ -238,12 +232,12 @@ def test_with_redis_unreachable_the_metric_and_a_warning_say_so(
 
 
 def test_with_redis_stalled_a_batch_still_finishes_promptly(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
     with stalled_listener() as port:
-        configure(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{port}/0")
         started = time.monotonic()
-        result = handler.handler(make_batch(BATCH), FakeContext())
+        result = dialer.process(make_batch(BATCH), FakeContext())
         elapsed = time.monotonic() - started
 
     assert result["successful"] == BATCH
@@ -251,11 +245,11 @@ def test_with_redis_stalled_a_batch_still_finishes_promptly(
 
 
 def test_with_redis_unreachable_and_fail_closed_nothing_is_dialed_and_all_come_back(
-    configure: Configure, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", CPS_FAIL_MODE="closed")
+    dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", CPS_FAIL_MODE="closed")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["rateLimited"] == BATCH
     assert len(result["batchItemFailures"]) == BATCH
@@ -273,37 +267,37 @@ def key_prefixes() -> dict[str, str]:
 
 @pytest.fixture
 def real_redis(
-    configure: Configure, redis_server: RedisServer, key_prefixes: dict[str, str]
-) -> Configure:
-    """The handler on the session's redis-server, with key prefixes of this test's own."""
-    configure.redis_url = redis_server.url
-    configure.defaults.update(key_prefixes)
-    return configure
+    make_dialer: MakeDialer, redis_server: RedisServer, key_prefixes: dict[str, str]
+) -> MakeDialer:
+    """Dialers on the session's redis-server, with key prefixes of this test's own."""
+    make_dialer.redis_url = redis_server.url
+    make_dialer.defaults.update(key_prefixes)
+    return make_dialer
 
 
 @pytest.mark.redis
 def test_on_real_redis_five_are_dialed_now_and_five_paced_into_the_next_second(
-    real_redis: Configure, key_prefixes: dict[str, str]
+    real_redis: MakeDialer, key_prefixes: dict[str, str]
 ) -> None:
-    real_redis(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = real_redis(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
 
-    result = handler.handler(make_batch(BATCH), FakeContext())
+    result = dialer.process(make_batch(BATCH), FakeContext())
 
     assert result["successful"] == BATCH
-    windows = _window_counts(key_prefixes["CPS_KEY_PREFIX"])
+    windows = _window_counts(dialer, key_prefixes["CPS_KEY_PREFIX"])
     assert list(windows.values()) == [LIMIT, LIMIT]
 
 
 @pytest.mark.redis
 def test_on_real_redis_concurrent_redeliveries_dial_each_task_once(
-    real_redis: Configure, stub: WorkerStub
+    real_redis: MakeDialer, stub: WorkerStub
 ) -> None:
-    real_redis(MAX_CPS="1000")
+    dialer = real_redis(MAX_CPS="1000")
     barrier = threading.Barrier(4)
 
     def deliver(_: int) -> int:
         barrier.wait()
-        return handler.handler(make_batch(BATCH), FakeContext())["successful"]
+        return dialer.process(make_batch(BATCH), FakeContext())["successful"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert sum(pool.map(deliver, range(4))) == BATCH
@@ -312,11 +306,11 @@ def test_on_real_redis_concurrent_redeliveries_dial_each_task_once(
 
 @pytest.mark.redis
 def test_on_real_redis_a_claim_lives_for_the_idempotency_ttl(
-    real_redis: Configure, redis_server: RedisServer, key_prefixes: dict[str, str]
+    real_redis: MakeDialer, redis_server: RedisServer, key_prefixes: dict[str, str]
 ) -> None:
-    real_redis(IDEMPOTENCY_TTL_SECONDS="3600")
+    dialer = real_redis(IDEMPOTENCY_TTL_SECONDS="3600")
 
-    handler.handler(make_batch(1), FakeContext())
+    dialer.process(make_batch(1), FakeContext())
 
     client: Any = redis.Redis(port=redis_server.port)
     [key] = client.keys(f"{key_prefixes['IDEMPOTENCY_KEY_PREFIX']}:*")

@@ -10,7 +10,7 @@ import pytest
 
 from dialer_lambda import CallingWindow, DialTask, InvalidTask, parse_task
 from dialer_lambda._calendar import CalendarError, CallingSchedule, parse_windows, schedule_of
-from dialer_lambda._idempotency import ClaimStore, claim_key
+from dialer_lambda._claims import ClaimStore, claim_key
 from tests.support.dialer import SEED_TASK, make_task
 
 JERUSALEM = ZoneInfo("Asia/Jerusalem")
@@ -26,7 +26,7 @@ def test_the_seeds_task_parses_into_what_the_dial_command_needs() -> None:
     )
     assert task.audio_file_url == "https://s3.amazonaws.com/bucket/audio.mp3"
     assert task.ivr_flow == SEED_TASK["campaign"]["config"]["ivrFlow"]
-    assert (task.attempts, task.message_id, task.campaign_status) == (0, None, "active")
+    assert (task.attempts, task.campaign_status) == (0, "active")
 
 
 def test_missing_attempts_and_metadata_default_to_a_first_attempt_with_no_metadata() -> None:

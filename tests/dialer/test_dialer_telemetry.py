@@ -14,32 +14,11 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
-from dialer_lambda import BatchMetrics, handler, mask_phone
+from dialer_lambda import BatchMetrics, mask_phone
 from dialer_lambda._logging import JsonFormatter, mask_text
 from dialer_lambda._metrics import NAMESPACE, MetricsRecorder, emf_record
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import (
-    Configure,
-    FakeContext,
-    Lines,
-    RecordingWorker,
-    configure,
-    dialer,
-    lines,
-    make_batch,
-    memory_url,
-    recording_worker,
-    stub,
-)
-
-__all__ = [  # fixtures, for pytest
-    "configure",
-    "dialer",
-    "lines",
-    "memory_url",
-    "recording_worker",
-    "stub",
-]  # fixtures, for pytest
+from tests.support.dialer import FakeContext, Lines, MakeDialer, RecordingWorker, make_batch
 
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 METRIC_NAMES = {
@@ -153,12 +132,12 @@ def test_the_emf_record_has_the_namespace_dimension_and_every_metric() -> None:
 
 
 def test_a_batch_prints_one_emf_line_with_its_figures(
-    configure: Configure, stub: WorkerStub, lines: Lines
+    make_dialer: MakeDialer, stub: WorkerStub, lines: Lines
 ) -> None:
-    configure(MAX_CPS="8", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
+    dialer = make_dialer(MAX_CPS="8", RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY="sliding")
     stub.set_behaviour("+972501200000", http_500=1.0)
 
-    handler.handler(make_batch(10), FakeContext())
+    dialer.process(make_batch(10), FakeContext())
 
     [emf] = lines.emf()
     assert emf["service"] == "dialer-worker"
@@ -175,10 +154,10 @@ def test_a_batch_prints_one_emf_line_with_its_figures(
     }
 
 
-def test_service_name_sets_the_emf_dimension(configure: Configure, lines: Lines) -> None:
-    configure(SERVICE_NAME="dialer-staging")
+def test_service_name_sets_the_emf_dimension(make_dialer: MakeDialer, lines: Lines) -> None:
+    dialer = make_dialer(SERVICE_NAME="dialer-staging")
 
-    handler.handler(make_batch(1), FakeContext())
+    dialer.process(make_batch(1), FakeContext())
 
     assert lines.emf()[0]["service"] == "dialer-staging"
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.image import imread
 
-from cps_limiter import AdaptivePolicy, FixedWindow, Limiter, SlidingWindow, TokenBucket
+from cps_limiter import Limiter
 from loadtest.simulate import (
     STRATEGIES,
     Hooks,
@@ -34,6 +35,7 @@ from loadtest.simulate import (
     trailing_series,
 )
 from loadtest.worker_stub import StubHealth, WorkerStub
+from tests.support.dialer import dialer_for
 
 TASKS = 300
 MAX_CPS = 100
@@ -200,19 +202,23 @@ def test_custom_hooks_replace_the_built_in_health_agent(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def adaptive_limiters() -> dict[str, Limiter]:
+def adaptive_limiters() -> Iterator[dict[str, Limiter]]:
+    """The limiter of a dialer of each strategy at MAX_CPS, as the simulation's handler has."""
     prefix = f"sim-test-{uuid.uuid4().hex[:8]}"
-    strategies = {
-        "fixed": FixedWindow(MAX_CPS),
-        "sliding": SlidingWindow(MAX_CPS),
-        "token": TokenBucket(rate=MAX_CPS, burst=1),
-    }
-    return {
-        name: Limiter.from_url(
-            "memory://", strategy, prefix=f"{prefix}-{name}", adaptive=AdaptivePolicy()
+    dialers = {
+        name: dialer_for(
+            {
+                "REDIS_URL": "memory://",
+                "CPS_STRATEGY": name,
+                "MAX_CPS": str(MAX_CPS),
+                "CPS_KEY_PREFIX": f"{prefix}-{name}",
+            }
         )
-        for name, strategy in strategies.items()
+        for name in STRATEGIES
     }
+    yield {name: dialer.limiter for name, dialer in dialers.items()}
+    for dialer in dialers.values():
+        dialer.close()
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,7 @@ from loadtest.servers import free_port, wait_for_port
 from loadtest.worker_stub import Behaviour, Outcome, RemoteStub, WorkerStub
 from loadtest.worker_stub.behaviour import SETTINGS
 from loadtest.worker_stub.cli import behaviour_of, parse_args
-from tests.support.stub import CLIENT_TIMEOUT_SECONDS, client, dial_body, stub
-
-__all__ = ["client", "stub"]  # fixtures, imported for pytest
+from tests.support.stub import CLIENT_TIMEOUT_SECONDS, dial_body
 
 PHONE = "+972501234567"
 OTHER_PHONE = "+972509876543"

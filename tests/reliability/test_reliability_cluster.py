@@ -12,40 +12,30 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import closing
 
 import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
 from cps_limiter import AsyncLimiter, Decision, Limiter
-from dialer_lambda import handler
+from dialer_lambda import Dialer
 from loadtest.worker_stub import WorkerStub
 from tests.support.cluster import LocalCluster, local_cluster
-from tests.support.dialer import FakeContext, make_batch
-from tests.support.faults import (
+from tests.support.dialer import FakeContext, MakeDialer, dialer_for, make_batch
+from tests.support.faults import DECISION_BOUND, RECOVERY_BOUND
+from tests.support.load import LIMIT, LONG, STRATEGY_NAMES, Load, async_hammer, hammer, strategy
+from tests.support.measure import Measurement, Report
+from tests.support.redelivery import (
     BATCH,
-    DECISION_BOUND,
-    LIMIT,
-    LONG,
-    RECOVERY_BOUND,
-    STRATEGY_NAMES,
     TASKS,
-    Load,
-    Measurement,
-    Report,
     accounted,
-    async_hammer,
     dialed,
-    fault_report,
-    hammer,
     invoke_concurrently,
-    no_limiter_spans,
     overlapping_batches,
-    strategy,
 )
 
-__all__ = ["fault_report", "no_limiter_spans"]
+pytestmark = pytest.mark.usefixtures("no_limiter_spans")
 
 FAILOVER_TIMEOUT = 15.0
 POLL_SECONDS = 0.01
@@ -145,62 +135,52 @@ async def test_the_async_limiter_is_exact_on_the_cluster(
 # -- the dialer on the cluster -----------------------------------------------------------------
 
 
-@dataclass
-class ClusterDialer:
-    """The handler on the cluster, its worker stub, and the environment it was given."""
-
-    stub: WorkerStub
-    env: dict[str, str]
-
-    def configure(self, **changes: str) -> None:
-        handler.configure({**self.env, **changes})
+@pytest.fixture
+def on_cluster(cluster: LocalCluster, stub: WorkerStub, prefix: str) -> Iterator[MakeDialer]:
+    """``on_cluster(**env)``: a dialer on ``REDIS_URL=...?cluster=true`` against the stub."""
+    defaults = {
+        "MAX_CPS": "5",
+        "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+        "CPS_KEY_PREFIX": f"{prefix}-cps",
+        "IDEMPOTENCY_KEY_PREFIX": f"{prefix}-claim",
+        "DIAL_TIMEOUT_SECONDS": "5",
+    }
+    factory = MakeDialer(stub.url, cluster.url, defaults)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture
-def cluster_dialer(cluster: LocalCluster, prefix: str) -> Iterator[ClusterDialer]:
-    """The handler configured with ``REDIS_URL=...?cluster=true`` and a worker stub."""
-    with WorkerStub() as stub:
-        dialer = ClusterDialer(
-            stub,
-            {
-                "REDIS_URL": cluster.url,
-                "NODE_WORKER_URL": stub.url,
-                "MAX_CPS": "5",
-                "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
-                "CPS_KEY_PREFIX": f"{prefix}-cps",
-                "IDEMPOTENCY_KEY_PREFIX": f"{prefix}-claim",
-            },
-        )
-        dialer.configure()
-        yield dialer
-        handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+def cluster_dialer(on_cluster: MakeDialer) -> Dialer:
+    """A dialer on the cluster at 5 calls per second."""
+    return on_cluster()
 
 
 @pytest.mark.slow
 def test_the_dialer_on_a_cluster_url_paces_a_batch_at_max_cps(
-    cluster_dialer: ClusterDialer,
+    cluster_dialer: Dialer, stub: WorkerStub
 ) -> None:
-    result = handler.handler(make_batch(10), FakeContext())
+    result = cluster_dialer.process(make_batch(10), FakeContext())
     assert (result["successful"], result["rateLimited"]) == (5, 5)
-    assert len(cluster_dialer.stub.calls) == 5
+    assert len(stub.calls) == 5
 
 
 @pytest.mark.slow
 def test_the_dialer_on_a_cluster_dials_a_redelivered_batch_once(
-    cluster_dialer: ClusterDialer,
+    cluster_dialer: Dialer, stub: WorkerStub
 ) -> None:
     batch = make_batch(5)
-    first = handler.handler(batch, FakeContext())
-    again = handler.handler(batch, FakeContext())
+    first = cluster_dialer.process(batch, FakeContext())
+    again = cluster_dialer.process(batch, FakeContext())
     assert (first["successful"], again["duplicates"]) == (5, 5)
-    assert len(cluster_dialer.stub.calls) == 5
+    assert len(stub.calls) == 5
 
 
 @pytest.mark.slow
 def test_the_dialers_claims_spread_over_the_clusters_slots(
-    cluster_dialer: ClusterDialer, cluster: LocalCluster, prefix: str
+    cluster_dialer: Dialer, cluster: LocalCluster, prefix: str
 ) -> None:
-    handler.handler(make_batch(10), FakeContext())
+    cluster_dialer.process(make_batch(10), FakeContext())
     claims = keys_by_node(cluster, f"{prefix}-claim:*")
     assert sum(len(keys) for keys in claims.values()) == 5
     assert len({key_slot(k.encode()) for keys in claims.values() for k in keys}) > 1
@@ -208,12 +188,12 @@ def test_the_dialers_claims_spread_over_the_clusters_slots(
 
 @pytest.mark.slow
 def test_twenty_concurrent_overlapping_redeliveries_on_the_cluster_dial_each_task_once(
-    cluster_dialer: ClusterDialer,
+    on_cluster: MakeDialer, stub: WorkerStub
 ) -> None:
-    cluster_dialer.configure(MAX_CPS="1000")
-    cluster_dialer.stub.set_behaviour(delay_ms=50)
-    results = invoke_concurrently(overlapping_batches())
-    counts = dialed(cluster_dialer.stub)
+    dialer = on_cluster(MAX_CPS="1000")
+    stub.set_behaviour(delay_ms=50)
+    results = invoke_concurrently(dialer, overlapping_batches())
+    counts = dialed(stub)
     assert all(accounted(r, BATCH) for r in results)
     assert sum(r["successful"] for r in results) == TASKS
     assert len(counts) == TASKS
@@ -298,14 +278,12 @@ def test_with_every_node_down_decisions_fail_open_and_nothing_escapes(
 @pytest.mark.slow
 def test_with_every_node_down_the_dialer_still_dials_and_raises_nothing(prefix: str) -> None:
     with local_cluster() as own, WorkerStub() as stub:
-        handler.configure({"REDIS_URL": own.url, "NODE_WORKER_URL": stub.url})
-        try:
-            assert handler.handler(make_batch(2), FakeContext())["successful"] == 2
+        env = {"REDIS_URL": own.url, "NODE_WORKER_URL": stub.url}
+        with closing(dialer_for(env)) as dialer:
+            assert dialer.process(make_batch(2), FakeContext())["successful"] == 2
             for node in own.nodes:
                 node.kill()
-            result = handler.handler(make_batch(3), FakeContext())
-        finally:
-            handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+            result = dialer.process(make_batch(3), FakeContext())
     assert result["successful"] == 3  # fail open, as the seed asks
 
 

@@ -13,47 +13,35 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from dialer_lambda import handler
-from dialer_lambda._batch import BatchResult
+from dialer_lambda import BatchResult, Dialer
 from loadtest.servers import RedisServer, free_port
 from loadtest.worker_stub import Behaviour, WorkerStub
-from tests.support.dialer import FakeContext, make_task, phone_of
-from tests.support.faults import (
+from tests.support.dialer import FakeContext, MakeDialer, dialer_for, make_task, phone_of
+from tests.support.faults import FAULT_SECONDS, FAULTS, RECOVERY_BOUND, start_fault
+from tests.support.load import WAIT_TIMEOUT
+from tests.support.measure import Measurement, Report
+from tests.support.redelivery import (
     BATCH,
-    FAULT_SECONDS,
-    FAULTS,
     INVOCATIONS,
-    RECOVERY_BOUND,
     TASKS,
-    WAIT_TIMEOUT,
-    Fault,
-    Measurement,
-    Report,
     accounted,
     dialed,
-    fault_report,
     invoke_concurrently,
-    no_limiter_spans,
     overlapping_batches,
 )
 
-__all__ = ["fault_report", "no_limiter_spans"]
+pytestmark = pytest.mark.usefixtures("no_limiter_spans")
 
 DIAL_TIMEOUT = 1.0
 HUGE_BODY = 100 * 1024 * 1024
 MEMORY_BOUND = 16 * 1024 * 1024
 """Bytes a batch may allocate while the worker streams a 100 MB reply."""
-
-
-@pytest.fixture
-def stub() -> Iterator[WorkerStub]:
-    with WorkerStub() as server:
-        yield server
 
 
 @pytest.fixture
@@ -64,23 +52,16 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def configure(own_redis: RedisServer, stub: WorkerStub) -> Iterator[Any]:
-    """``configure(**env)``: the handler on a redis-server of the test's own and the stub."""
-
-    def make(**env: str) -> None:
-        handler.configure(
-            {
-                "REDIS_URL": own_redis.url,
-                "NODE_WORKER_URL": stub.url,
-                "DIAL_TIMEOUT_SECONDS": str(DIAL_TIMEOUT),
-                "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
-                "MAX_CPS": "1000",
-                **env,
-            }
-        )
-
-    yield make
-    handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+def make_dialer(own_redis: RedisServer, stub: WorkerStub) -> Iterator[MakeDialer]:
+    """``make_dialer(**env)``: a dialer on a redis-server of the test's own and the stub."""
+    defaults = {
+        "DIAL_TIMEOUT_SECONDS": str(DIAL_TIMEOUT),
+        "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+        "MAX_CPS": "1000",
+    }
+    factory = MakeDialer(stub.url, own_redis.url, defaults)
+    yield factory
+    factory.close()
 
 
 # -- the worker misbehaving, one task each ---------------------------------------------------
@@ -100,11 +81,11 @@ MIXED_BATCH = 12  # tasks 0-3 are answered normally
 
 
 @pytest.fixture
-def misbehaving(stub: WorkerStub, configure: Any) -> WorkerStub:
-    configure()
+def misbehaving(stub: WorkerStub, make_dialer: MakeDialer) -> Dialer:
+    """A dialer against a worker that misbehaves, each way for one of the tasks."""
     for index, (behaviour, *_) in MISBEHAVIOUR.items():
         stub.set_behaviour(phone_of(index), behaviour)
-    return stub
+    return make_dialer()
 
 
 @pytest.fixture
@@ -114,10 +95,10 @@ def mixed_batch() -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_each_worker_fault_costs_only_its_own_task(
-    misbehaving: WorkerStub, mixed_batch: list[dict[str, Any]]
+    misbehaving: Dialer, mixed_batch: list[dict[str, Any]]
 ) -> None:
     started = time.monotonic()
-    result = handler.handler(mixed_batch, FakeContext())
+    result = misbehaving.process(mixed_batch, FakeContext())
     elapsed = time.monotonic() - started
     errors = {error["contactId"]: error["error"] for error in result["errors"]}
     for index, (_, status, reason, _retried) in MISBEHAVIOUR.items():
@@ -130,9 +111,9 @@ def test_each_worker_fault_costs_only_its_own_task(
 
 @pytest.mark.slow
 def test_only_the_tasks_the_worker_refused_come_back_for_a_retry(
-    misbehaving: WorkerStub, mixed_batch: list[dict[str, Any]]
+    misbehaving: Dialer, mixed_batch: list[dict[str, Any]]
 ) -> None:
-    result = handler.handler(mixed_batch, FakeContext())
+    result = misbehaving.process(mixed_batch, FakeContext())
     retried = {i for i, (_, _, _, again) in MISBEHAVIOUR.items() if again}
     assert {f["itemIdentifier"] for f in result["batchItemFailures"]} == {
         f"m-{index}" for index in retried
@@ -141,25 +122,27 @@ def test_only_the_tasks_the_worker_refused_come_back_for_a_retry(
 
 @pytest.mark.slow
 def test_a_redelivered_batch_dials_only_the_refused_tasks_again(
-    misbehaving: WorkerStub, mixed_batch: list[dict[str, Any]]
+    misbehaving: Dialer, stub: WorkerStub, mixed_batch: list[dict[str, Any]]
 ) -> None:
-    handler.handler(mixed_batch, FakeContext())
-    misbehaving.reset()  # the worker is well again
-    again = handler.handler(mixed_batch, FakeContext())
-    counts = dialed(misbehaving)
+    misbehaving.process(mixed_batch, FakeContext())
+    stub.reset()  # the worker is well again
+    again = misbehaving.process(mixed_batch, FakeContext())
+    counts = dialed(stub)
     assert (again["successful"], again["duplicates"]) == (2, MIXED_BATCH - 2)
     assert counts[("campaign-123", "contact-7")] == counts[("campaign-123", "contact-8")] == 1
     assert all(count == 1 for count in counts.values())
 
 
 @pytest.mark.slow
-def test_a_100_mb_reply_is_cut_short_with_bounded_memory(stub: WorkerStub, configure: Any) -> None:
-    configure()
+def test_a_100_mb_reply_is_cut_short_with_bounded_memory(
+    stub: WorkerStub, make_dialer: MakeDialer
+) -> None:
+    dialer = make_dialer()
     stub.set_behaviour(huge=1.0, huge_bytes=HUGE_BODY)
     tracemalloc.start()
     try:
         started = time.monotonic()
-        result = handler.handler([make_task(0)], FakeContext())
+        result = dialer.process([make_task(0)], FakeContext())
         elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -175,17 +158,18 @@ def test_a_worker_that_is_down_gets_every_task_back_and_each_dialed_once_when_it
     own_redis: RedisServer,
 ) -> None:
     port = free_port()
-    env = {"REDIS_URL": own_redis.url, "NODE_WORKER_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        "REDIS_URL": own_redis.url,
+        "NODE_WORKER_URL": f"http://127.0.0.1:{port}",
+        "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+    }
     batch = [make_task(index) for index in range(5)]
-    try:
-        handler.configure({**env, "RATE_LIMIT_MAX_WAIT_SECONDS": "0"})
-        down = handler.handler(batch, FakeContext())
+    with closing(dialer_for(env)) as dialer:
+        down = dialer.process(batch, FakeContext())
         with WorkerStub(port=port) as stub:
-            up = handler.handler(batch, FakeContext())
-            again = handler.handler(batch, FakeContext())
+            up = dialer.process(batch, FakeContext())
+            again = dialer.process(batch, FakeContext())
             counts = dialed(stub)
-    finally:
-        handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
     assert (down["failed"], len(down["batchItemFailures"])) == (5, 5)
     assert (up["successful"], again["duplicates"]) == (5, 5)
     assert sorted(counts.values()) == [1] * 5
@@ -196,11 +180,11 @@ def test_a_worker_that_is_down_gets_every_task_back_and_each_dialed_once_when_it
 
 @pytest.mark.slow
 def test_twenty_concurrent_overlapping_redeliveries_dial_every_task_exactly_once(
-    stub: WorkerStub, configure: Any
+    stub: WorkerStub, make_dialer: MakeDialer
 ) -> None:
-    configure()
+    dialer = make_dialer()
     stub.set_behaviour(delay_ms=50)  # so that the invocations overlap in time
-    results = invoke_concurrently(overlapping_batches())
+    results = invoke_concurrently(dialer, overlapping_batches())
     counts = dialed(stub)
     assert len(results) == INVOCATIONS
     assert all(accounted(r, BATCH) for r in results)
@@ -231,11 +215,12 @@ class BatchSample:
 
 
 class BatchLoad:
-    """One thread invoking the handler with fresh batches back to back; each invocation's
+    """One thread invoking a dialer with fresh batches back to back; each invocation's
     printed lines tell its RedisUnavailable metric and its log events (nothing else prints
     meanwhile: one invocation at a time, and its dials end before it returns)."""
 
-    def __init__(self, printed: Printed) -> None:
+    def __init__(self, dialer: Dialer, printed: Printed) -> None:
+        self._dialer = dialer
         self._printed = printed
         self._stop = threading.Event()
         self._changed = threading.Condition()
@@ -263,7 +248,7 @@ class BatchLoad:
             result: BatchResult | None = None
             error: BaseException | None = None
             try:
-                result = handler.handler(batch, FakeContext())
+                result = self._dialer.process(batch, FakeContext())
             except Exception as exc:
                 error = exc
             seconds = time.monotonic() - started
@@ -314,7 +299,7 @@ class DialerFaultRun:
 
 
 class Printed(io.TextIOBase):
-    """Stands in for stdout (which the handler's log lines and metrics go to) and hands out
+    """Stands in for stdout (which the dialer's log lines and metrics go to) and hands out
     the complete lines written so far."""
 
     def __init__(self) -> None:
@@ -339,24 +324,22 @@ class Printed(io.TextIOBase):
 def dialer_fault_run(request: pytest.FixtureRequest, fault_report: Report) -> DialerFaultRun:
     """A stream of batches through one Redis fault, held and healed, then the batches sent
     after recovery delivered again."""
-    kind, args = FAULTS[request.param]
-    fault: Fault = kind(RedisServer(extra_args=args).start())
+    fault = start_fault(request.param)
     stub = WorkerStub().start()
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "REDIS_URL": fault.url,
+        "NODE_WORKER_URL": stub.url,
+        "MAX_CPS": "1000",
+        "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+        "DIAL_TIMEOUT_SECONDS": str(DIAL_TIMEOUT),
+        "CPS_KEY_PREFIX": f"f{tag}-cps",
+        "IDEMPOTENCY_KEY_PREFIX": f"f{tag}-claim",
+    }
+    dialer = dialer_for(env)
     try:
-        tag = uuid.uuid4().hex[:8]
-        handler.configure(
-            {
-                "REDIS_URL": fault.url,
-                "NODE_WORKER_URL": stub.url,
-                "MAX_CPS": "1000",
-                "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
-                "DIAL_TIMEOUT_SECONDS": str(DIAL_TIMEOUT),
-                "CPS_KEY_PREFIX": f"f{tag}-cps",
-                "IDEMPOTENCY_KEY_PREFIX": f"f{tag}-claim",
-            }
-        )
         printed = Printed()
-        with contextlib.redirect_stdout(printed), BatchLoad(printed) as load:
+        with contextlib.redirect_stdout(printed), BatchLoad(dialer, printed) as load:
             load.wait_for(lambda s: s.redis_unavailable == 0)
             injected = time.monotonic()
             fault.inject()
@@ -367,9 +350,9 @@ def dialer_fault_run(request: pytest.FixtureRequest, fault_report: Report) -> Di
             back = time.monotonic()
             recovered = load.wait_for(lambda s: s.started >= back and s.redis_unavailable == 0)
         after = [b for b, s in zip(load.batches, load.samples, strict=True) if s.started >= back]
-        redelivered = [handler.handler(batch, FakeContext()) for batch in after]
+        redelivered = [dialer.process(batch, FakeContext()) for batch in after]
     finally:
-        handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+        dialer.close()
         stub.stop()
         fault.close()
     run = DialerFaultRun(

@@ -7,6 +7,7 @@ import copy
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -15,14 +16,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cps_limiter import ConfigurationError, Limiter, RateLimitExceeded
-from dialer_lambda import handler
-from dialer_lambda._config import Settings
-from dialer_lambda._idempotency import claim_key
+from dialer_lambda import Dialer, Settings
+from dialer_lambda._claims import claim_key
 from dialer_lambda._tasks import E164, message_id_of
 from loadtest.servers import RedisServer
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import FakeContext, make_task
-from tests.support.faults import strategy
+from tests.support.dialer import FakeContext, dialer_for, make_task
+from tests.support.load import strategy
 
 PREFIX = "hostile"
 MAX_SCOPE = 200
@@ -165,29 +165,27 @@ EVENTS = st.lists(st.one_of(mutated_tasks(), JSON), max_size=8)
 
 
 @pytest.fixture(scope="module")
-def fuzzed_dialer() -> Iterator[WorkerStub]:
-    """The handler on an in-process Redis, with a limit no fuzzed batch reaches."""
+def fuzzed_dialer() -> Iterator[Dialer]:
+    """A dialer on an in-process Redis, with a limit no fuzzed batch reaches."""
     with WorkerStub() as stub:
-        handler.configure(
-            {
-                "REDIS_URL": f"memory://{uuid.uuid4().hex}",
-                "NODE_WORKER_URL": stub.url,
-                "MAX_CPS": "1000000",
-                "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
-                "DIAL_TIMEOUT_SECONDS": "2",
-            }
-        )
-        yield stub
-        handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
+        env = {
+            "REDIS_URL": f"memory://{uuid.uuid4().hex}",
+            "NODE_WORKER_URL": stub.url,
+            "MAX_CPS": "1000000",
+            "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
+            "DIAL_TIMEOUT_SECONDS": "2",
+        }
+        with closing(dialer_for(env)) as dialer:
+            yield dialer
 
 
 @FUZZ
 @given(event=EVENTS)
 def test_a_batch_of_anything_never_crashes_and_accounts_for_every_task(
-    fuzzed_dialer: WorkerStub, event: list[Any]
+    fuzzed_dialer: Dialer, event: list[Any]
 ) -> None:
     try:
-        result = handler.handler(event, FakeContext())
+        result = fuzzed_dialer.process(event, FakeContext())
     except RateLimitExceeded:
         # The contract's one exception: a task to retry that carries no usable messageId.
         assert any(message_id_of(raw) is None for raw in event)
@@ -202,10 +200,10 @@ def test_a_batch_of_anything_never_crashes_and_accounts_for_every_task(
 @FUZZ
 @given(event=JSON.filter(lambda value: not isinstance(value, list)))
 def test_an_event_that_is_not_a_list_raises_a_value_error(
-    fuzzed_dialer: WorkerStub, event: Any
+    fuzzed_dialer: Dialer, event: Any
 ) -> None:
     with pytest.raises(ValueError, match="event must be a JSON array"):
-        handler.handler(event, FakeContext())
+        fuzzed_dialer.process(event, FakeContext())
 
 
 # -- phone numbers ----------------------------------------------------------------------------
@@ -238,11 +236,11 @@ PHONES = st.one_of(
 @FUZZ
 @given(phone=PHONES)
 def test_a_phone_number_is_dialed_only_in_e164_and_never_printed_in_full(
-    fuzzed_dialer: WorkerStub, capsys: pytest.CaptureFixture[str], phone: Any
+    fuzzed_dialer: Dialer, capsys: pytest.CaptureFixture[str], phone: Any
 ) -> None:
     capsys.readouterr()
     task = make_task(0, contactId=f"c-{uuid.uuid4().hex}", phoneNumber=phone)
-    result = handler.handler([task], FakeContext())
+    result = fuzzed_dialer.process([task], FakeContext())
     printed = capsys.readouterr().out
     valid = isinstance(phone, str) and E164.fullmatch(phone) is not None
     assert result["successful"] == (1 if valid else 0)

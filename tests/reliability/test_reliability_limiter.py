@@ -12,25 +12,13 @@ import itertools
 import pytest
 
 from cps_limiter import BackendUnavailable, Limiter
-from loadtest.servers import RedisServer
-from tests.support.faults import (
-    DECISION_BOUND,
-    FAULTS,
-    LIMIT,
-    RECOVERY_BOUND,
-    FaultRun,
-    Measurement,
-    Report,
-    Sample,
-    burst,
-    counted_decisions,
-    fault_report,
-    no_limiter_spans,
-    run_fault,
-    strategy,
-)
+from tests.support.fault_run import FaultRun, run_fault
+from tests.support.faults import DECISION_BOUND, FAULTS, RECOVERY_BOUND, start_fault
+from tests.support.load import LIMIT, Sample, burst, strategy
+from tests.support.measure import Measurement, Report
+from tests.support.telemetry import counted_decisions
 
-__all__ = ["fault_report", "no_limiter_spans"]
+pytestmark = pytest.mark.usefixtures("no_limiter_spans")
 
 VARIANTS: dict[str, tuple[str, str, str]] = {
     "sync-fixed": ("sync", "fixed", "open"),
@@ -53,8 +41,7 @@ def run(request: pytest.FixtureRequest, fault_report: Report) -> FaultRun:
     """One fault injected under load, held, healed, and measured (once for all the tests)."""
     fault_name, variant = request.param
     kind, strategy_name, fail_mode = VARIANTS[variant]
-    fault_kind, server_args = FAULTS[fault_name]
-    fault = fault_kind(RedisServer(extra_args=server_args).start())
+    fault = start_fault(fault_name)
     try:
         with counted_decisions(strategy_name) as fail_open_count:
             result = run_fault(
@@ -150,8 +137,7 @@ CROWD = 96
 def test_a_crowd_of_callers_meeting_a_silent_redis_each_wait_at_most_250_ms(
     fault_name: str, fault_report: Report
 ) -> None:
-    fault_kind, server_args = FAULTS[fault_name]
-    fault = fault_kind(RedisServer(extra_args=server_args).start())
+    fault = start_fault(fault_name)
     limiter = Limiter.from_url(fault.url, strategy("fixed", LIMIT), prefix="crowd")
     scopes = itertools.count()
     try:

@@ -10,6 +10,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,24 +18,15 @@ import pytest
 import redis
 
 from cps_limiter import AsyncLimiter, ConfigurationError, Decision, Limiter
-from dialer_lambda import handler
 from loadtest.servers import RedisServer
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import FakeContext, make_batch
-from tests.support.faults import (
-    DECISION_BOUND,
-    LIMIT,
-    RECOVERY_BOUND,
-    async_hammer,
-    burst,
-    captured,
-    hammer,
-    no_limiter_spans,
-    strategy,
-)
+from tests.support.dialer import FakeContext, dialer_for, make_batch
+from tests.support.faults import DECISION_BOUND, RECOVERY_BOUND
+from tests.support.load import LIMIT, async_hammer, burst, hammer, strategy
+from tests.support.logs import captured
 from tests.support.tls import TlsFiles, make_tls_files
 
-__all__ = ["no_limiter_spans"]
+pytestmark = pytest.mark.usefixtures("no_limiter_spans")
 
 USER = "dialer"
 PASSWORD = "p@ss:w/rd#1-Zq9"
@@ -313,18 +305,6 @@ def timed_acquire(limiter: Limiter) -> tuple[float, Decision]:
 # -- the dialer ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def stub() -> Iterator[WorkerStub]:
-    with WorkerStub() as server:
-        yield server
-
-
-@pytest.fixture
-def restore_handler() -> Iterator[None]:
-    yield
-    handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
-
-
 def dialer_env(url: str, stub: WorkerStub, prefix: str) -> dict[str, str]:
     return {
         "REDIS_URL": url,
@@ -334,7 +314,6 @@ def dialer_env(url: str, stub: WorkerStub, prefix: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.usefixtures("restore_handler")
 def test_the_dialer_dials_over_tls_as_an_acl_user_and_prints_no_password(
     tls_server: RedisServer,
     tls_files: TlsFiles,
@@ -342,40 +321,37 @@ def test_the_dialer_dials_over_tls_as_an_acl_user_and_prints_no_password(
     prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    handler.configure(dialer_env(url_of(tls_server, ca=tls_files.ca_cert), stub, prefix))
     batch = make_batch(3)
-    first = handler.handler(batch, FakeContext())
-    again = handler.handler(batch, FakeContext())
+    url = url_of(tls_server, ca=tls_files.ca_cert)
+    with closing(dialer_for(dialer_env(url, stub, prefix))) as dialer:
+        first = dialer.process(batch, FakeContext())
+        again = dialer.process(batch, FakeContext())
     printed = capsys.readouterr()
     assert (first["successful"], again["duplicates"]) == (3, 3)
     assert len(stub.calls) == 3
     assert leaked([printed.out, printed.err]) == []
 
 
-@pytest.mark.usefixtures("restore_handler")
 def test_the_dialer_refuses_a_wrong_redis_password_at_start_without_printing_it(
     acl_server: RedisServer, stub: WorkerStub, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wrong = url_of(acl_server, PASSWORD + "-wrong")
-    running = handler.current()
     with pytest.raises(ConfigurationError, match="refused the credentials") as raised:
-        handler.configure(dialer_env(wrong, stub, prefix))
+        dialer_for(dialer_env(wrong, stub, prefix))
     printed = capsys.readouterr()
-    assert handler.current() is running
     assert leaked([*traceback.format_exception(raised.value), printed.out, printed.err]) == []
 
 
-@pytest.mark.usefixtures("restore_handler")
 def test_the_dialer_keeps_dialing_when_its_password_is_revoked_and_prints_no_password(
     revocable: RedisServer, stub: WorkerStub, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    handler.configure(dialer_env(url_of(revocable), stub, prefix))
     root = admin(revocable)
-    root.acl_setuser(USER, enabled=True, reset_passwords=True, passwords=["+rotated-elsewhere"])
-    root.client_kill_filter(user=USER)
-    root.close()
-    with captured("cps_limiter") as logs:
-        result = handler.handler(make_batch(3), FakeContext())
+    with closing(dialer_for(dialer_env(url_of(revocable), stub, prefix))) as dialer:
+        root.acl_setuser(USER, enabled=True, reset_passwords=True, passwords=["+rotated-elsewhere"])
+        root.client_kill_filter(user=USER)
+        root.close()
+        with captured("cps_limiter") as logs:
+            result = dialer.process(make_batch(3), FakeContext())
     printed = capsys.readouterr()
     events = [json.loads(line).get("event") for line in printed.out.splitlines() if line]
     assert result["successful"] == 3

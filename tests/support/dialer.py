@@ -1,22 +1,20 @@
-"""Fixtures for the dialer's tests: a real worker stub over HTTP, the handler configured for it,
-tasks as the pipe delivers them, and the JSON lines the handler prints."""
+"""Helpers for the dialer's tests: dialers built for a test, tasks as the pipe delivers them,
+the JSON lines a dialer prints, and a worker that keeps each request's headers."""
 
 from __future__ import annotations
 
 import copy
 import json
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from dialer_lambda import Dialer, handler
+from dialer_lambda import Dialer, Settings
 from loadtest.tasks import seed_task
-from loadtest.worker_stub import WorkerStub
 
 SEED_TASK: dict[str, Any] = seed_task()
 DIAL_KEYS = {
@@ -60,49 +58,37 @@ class FakeContext:
         return self.remaining_ms
 
 
-@dataclass
-class Configure:
-    """Rebuilds the handler's module state for a test, against the test's stub."""
+def dialer_for(env: Mapping[str, str]) -> Dialer:
+    """A dialer of the test's own for ``env``, as the Lambda builds one from its environment;
+    close it (``contextlib.closing``) when done."""
+    return Dialer.from_settings(Settings.from_env(env))
 
-    stub: WorkerStub
+
+@dataclass
+class MakeDialer:
+    """Builds dialers for one test against its worker and Redis, and closes them all at its end:
+    ``make_dialer(MAX_CPS="5", ...)`` on top of ``defaults``."""
+
+    worker_url: str
     redis_url: str
     defaults: dict[str, str] = field(default_factory=dict)
+    built: list[Dialer] = field(default_factory=list)
 
     def __call__(self, **env: str) -> Dialer:
         values = {
             "REDIS_URL": self.redis_url,
-            "NODE_WORKER_URL": self.stub.url,
+            "NODE_WORKER_URL": self.worker_url,
             "DIAL_TIMEOUT_SECONDS": "1",
             **self.defaults,
             **env,
         }
-        return handler.configure(values)
+        dialer = dialer_for(values)
+        self.built.append(dialer)
+        return dialer
 
-
-@pytest.fixture
-def stub() -> Iterator[WorkerStub]:
-    """A worker stub on a free port, answering at once unless told otherwise."""
-    with WorkerStub() as server:
-        yield server
-
-
-@pytest.fixture
-def memory_url() -> str:
-    """An in-process Redis of this test's own."""
-    return f"memory://{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def configure(stub: WorkerStub, memory_url: str) -> Iterator[Configure]:
-    """Configure the handler (on memory://) with ``configure(MAX_CPS="5", ...)``."""
-    yield Configure(stub, memory_url)
-    handler.configure({"REDIS_URL": f"memory://{uuid.uuid4().hex}"})
-
-
-@pytest.fixture
-def dialer(configure: Configure) -> Dialer:
-    """The handler configured with defaults against the stub."""
-    return configure()
+    def close(self) -> None:
+        for dialer in self.built:
+            dialer.close()
 
 
 class Lines:
@@ -123,11 +109,6 @@ class Lines:
         return [line for line in self.read() if "_aws" in line]
 
 
-@pytest.fixture
-def lines(capsys: pytest.CaptureFixture[str]) -> Lines:
-    return Lines(capsys)
-
-
 class _RecordingHandler(BaseHTTPRequestHandler):
     server: RecordingWorker
     protocol_version = "HTTP/1.1"
@@ -139,6 +120,7 @@ class _RecordingHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         with self.server.lock:
             self.server.requests.append((dict(self.headers.items()), json.loads(body)))
+            self.server.ports.append(self.client_address[1])
         reply = json.dumps({"success": True, "status": "dialing"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -149,7 +131,7 @@ class _RecordingHandler(BaseHTTPRequestHandler):
 
 class RecordingWorker(ThreadingHTTPServer):
     """A worker that answers success and keeps each request's headers (the stub keeps bodies
-    only), for the traceparent checks."""
+    only) and the client's port it came from, for the traceparent and connection checks."""
 
     daemon_threads = True
 
@@ -157,6 +139,7 @@ class RecordingWorker(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _RecordingHandler)
         self.lock = threading.Lock()
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.ports: list[int] = []
 
     @property
     def url(self) -> str:
@@ -170,14 +153,3 @@ class RecordingWorker(ThreadingHTTPServer):
                 for key, value in headers.items()
                 if key.lower() == name
             ]
-
-
-@pytest.fixture
-def recording_worker() -> Iterator[RecordingWorker]:
-    server = RecordingWorker()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join()
-    server.server_close()

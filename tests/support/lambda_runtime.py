@@ -31,8 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, Final, Self, TypeVar
 
-from loadtest.example import seed_task
 from loadtest.servers import stop_process
+from loadtest.tasks import seed_task
 
 API_VERSION: Final = "2018-06-01"
 NEXT_PATH: Final = f"/{API_VERSION}/runtime/invocation/next"

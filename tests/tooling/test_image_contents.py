@@ -1,8 +1,9 @@
 """What the container image holds is enough to run the dialer.
 
-No Docker engine runs here, so this does what the Dockerfile does: build the wheel, install it with
-its runtime dependencies alone (no extras) into a fresh virtual environment, and handle a batch
-from there, away from the project tree, against a real worker stub and a real Redis.
+No Docker engine runs here, so this does what the Dockerfile does: build the wheel from the build
+context (the files ``.dockerignore`` admits), install it with its runtime dependencies alone (no
+extras) into a fresh virtual environment, and handle a batch from there, away from the project
+tree, against a real worker stub and a real Redis.
 
 The run also hides the machine's time-zone database (``PYTHONTZPATH=""``), as a slim base image
 may have none: campaign calling windows must resolve from what the package installs.
@@ -10,8 +11,10 @@ may have none: campaign calling windows must resolve from what the package insta
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,11 +58,50 @@ class InstalledPackage:
     workdir: Path
 
 
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether ``.dockerignore`` leaves ``path`` (relative, with "/") out of the build context:
+    the last pattern that matches the path or one of its parent folders decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.removeprefix("!").strip("/")
+        globs = [glob, glob.removeprefix("**/")] if glob.startswith("**/") else [glob]
+        if any(fnmatch.fnmatchcase(c, g) for c in candidates for g in globs):
+            ignored = not negated
+    return ignored
+
+
+def build_context(target: Path) -> Path:
+    """The files that ``docker build .`` would send, copied under ``target``."""
+    lines = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    admitted = {p.removeprefix("!").strip("/") for p in patterns if p.startswith("!")}
+    for folder, dirs, files in os.walk(PROJECT_ROOT):
+        here = Path(folder).relative_to(PROJECT_ROOT).as_posix()
+        here = "" if here == "." else here
+        # Skip folders that nothing re-admits (.git, .venv): walking them costs minutes.
+        dirs[:] = [
+            d
+            for d in dirs
+            if not _ignored(f"{here}/{d}".lstrip("/"), patterns)
+            or any(a.startswith(f"{here}/{d}".lstrip("/")) for a in admitted)
+        ]
+        for name in files:
+            relative = f"{here}/{name}".lstrip("/")
+            if not _ignored(relative, patterns):
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(PROJECT_ROOT / relative, target / relative)
+    return target
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledPackage:
     root = tmp_path_factory.mktemp("image")
     dist = root / "dist"
-    _pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(dist), str(PROJECT_ROOT))
+    context = build_context(root / "context")
+    _pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(dist), str(context))
     (wheel,) = dist.glob("*.whl")
     venv.create(root / "venv", with_pip=True, clear=True)
     python = root / "venv" / "bin" / "python"
@@ -81,6 +123,15 @@ def redis_url() -> Iterator[str]:
 def worker() -> Iterator[WorkerStub]:
     with WorkerStub() as stub:
         yield stub
+
+
+def test_the_build_context_holds_the_packages_and_no_tests(tmp_path: Path) -> None:
+    context = build_context(tmp_path / "context")
+
+    assert (context / "cps_limiter" / "__init__.py").is_file()
+    assert (context / "dialer_lambda" / "handler.py").is_file()
+    assert not (context / "tests").exists()
+    assert not list(context.rglob("__pycache__"))
 
 
 @pytest.mark.parametrize("module", EXTRAS_ONLY)

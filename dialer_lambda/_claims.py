@@ -3,18 +3,26 @@
 A pipe redelivers a batch whenever a Lambda fails, times out or reports partial failures, and
 a task can sit in two batches at once: the claim, taken before the dial with ``SET NX EX``, is
 what keeps a person from being called twice. It lives on the limiter's own Redis connection, so
-the dialer needs no second client.
+the dialer needs no second client. What a batch does when Redis fails to claim or release is
+decided here too, in `claim` and `give_back`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from redis.exceptions import RedisClusterException, RedisError
+
+from ._report import FAIL_CLOSED_ERROR, TaskStatus
+
+if TYPE_CHECKING:
+    from ._batch import Batch
 
 DEFAULT_PREFIX: Final = "dialer:claim"
 # Everything that means "Redis did not answer", as the limiter counts it.
@@ -76,3 +84,57 @@ class ClaimStore:
         for key in keys:
             pipe.delete(key)
         pipe.execute()
+
+
+def claim(batch: Batch, ready: list[int]) -> list[int]:
+    """The ready tasks this batch may dial, claimed in one round trip; a repeat is a duplicate.
+    When Redis fails the batch dials without claims (fail open, as for the rate limit: a batch
+    redelivered meanwhile may dial again), or with ``CPS_FAIL_MODE=closed`` hands all back."""
+    store = batch.dialer.claims
+    keys = [
+        store.key(task.campaign_id, task.contact_id, task.attempts)
+        for task in (batch.tasks[index] for index in ready)
+    ]
+    try:
+        fresh = store.claim(keys, f"{batch.request_id}@{time.time_ns() // 1_000_000}")
+    except BACKEND_ERRORS as error:
+        closed = batch.dialer.settings.fail_mode == "closed"
+        batch.redis_down(
+            logging.ERROR if closed else logging.WARNING,
+            "claim",
+            "Redis unavailable for idempotency claims; "
+            + ("not dialing (fail closed)" if closed else "dialing without them"),
+            error=repr(error),
+        )
+        if not closed:
+            return ready
+        for index in ready:
+            batch.finish(index, TaskStatus.RATE_LIMITED, FAIL_CLOSED_ERROR, retry=True)
+        return []
+    claimed: list[int] = []
+    for index, key, new in zip(ready, keys, fresh, strict=True):
+        if new:
+            batch.claimed[index] = key
+            claimed.append(index)
+        else:
+            batch.finish(index, TaskStatus.DUPLICATE)
+            message = "task already dialed or being dialed; skipped"
+            batch.log(logging.INFO, "duplicate_task", message, task=index)
+    return claimed
+
+
+def give_back(batch: Batch, keys: list[str]) -> None:
+    """Release ``keys`` in one round trip; a Redis failure is logged, not raised."""
+    try:
+        batch.dialer.claims.release(keys)
+    except BACKEND_ERRORS as error:
+        # Safe but costly: the retried tasks will count as duplicates until the claims
+        # expire, so they are not called (rather than possibly called twice).
+        batch.redis_down(
+            logging.ERROR,
+            "release",
+            "could not release idempotency claims; retried tasks will be skipped as "
+            "duplicates until the claims expire",
+            claims=len(keys),
+            error=repr(error),
+        )

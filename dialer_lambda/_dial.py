@@ -1,0 +1,157 @@
+"""Permits for the whole batch, and each granted task dialed on the pool at once.
+
+One limiter call asks for every task still waiting (``permits=N, partial=True``) and may wait
+for the next slots within the batch's budget; the tasks it grants go to the dial pool while the
+loop asks for the rest. Each dial is a span of its own, linked to the permits span that granted
+it, and its POST carries that span's ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from cps_limiter import BackendUnavailable, Decision
+
+from ._logging import LOGGER_NAME, log_event
+from ._report import FAIL_CLOSED_ERROR, NOT_GRANTED_ERROR, TaskStatus
+from ._version import __version__
+from ._worker import DialOutcome, DialStatus
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+tracer = trace.get_tracer(LOGGER_NAME, __version__)
+
+
+def dial(batch: Batch, ready: list[int]) -> None:
+    """Dial what the limit allows within the budget; the rest is rate limited and retried."""
+    pending = deque(ready)
+    parent = otel_context.get_current()
+    dials: list[tuple[int, Future[DialOutcome]]] = []
+    error = NOT_GRANTED_ERROR
+    while pending:
+        decision, link = _permits(batch, len(pending), batch.deadline - time.monotonic())
+        if decision is None:
+            error = FAIL_CLOSED_ERROR
+            break
+        if decision.granted == 0:
+            break
+        for _ in range(min(decision.granted, len(pending))):
+            index = pending.popleft()
+            future = batch.dialer.executor.submit(_dial_one, batch, index, parent, link)
+            dials.append((index, future))
+    for index in pending:
+        batch.finish(index, TaskStatus.RATE_LIMITED, error, retry=True)
+        message, budget = f"rate limited, back to the queue: {error}", round(batch.budget, 3)
+        batch.log(logging.WARNING, "rate_limited", message, task=index, waitBudgetSeconds=budget)
+    for index, future in dials:
+        outcome = batch.dialed[index] = future.result()
+        batch.finish(index, TaskStatus(outcome.status), outcome.error, retry=outcome.retry)
+
+
+def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, Link | None]:
+    """One limiter call for every task still waiting; None when Redis failed, fail closed."""
+    max_wait = max(0.0, left)
+    with tracer.start_as_current_span(
+        "dialer.permits",
+        attributes={"dialer.permits.requested": wanted, "dialer.permits.max_wait": max_wait},
+    ) as span:
+        try:
+            decision = batch.dialer.limiter.acquire(permits=wanted, partial=True, max_wait=max_wait)
+        except BackendUnavailable as error:
+            batch.redis_down(
+                logging.ERROR,
+                "acquire",
+                "Redis unavailable for the CPS limit; not dialing (fail closed)",
+                error=str(error),
+            )
+            return None, None
+        span.set_attribute("dialer.permits.granted", decision.granted)
+    batch.decisions.append(decision)
+    log_event(
+        logging.INFO,
+        "cps_check",
+        "CPS check",
+        requested=wanted,
+        granted=decision.granted,
+        limit=decision.limit,
+        remaining=decision.remaining,
+        waitedSeconds=round(decision.waited, 3),
+        retryAfterSeconds=round(decision.retry_after, 3),
+        failOpen=decision.fail_open,
+    )
+    if decision.fail_open:
+        message = "Redis unavailable for the CPS limit; dialing without it (fail open)"
+        batch.redis_down(logging.WARNING, "acquire", message)
+    return decision, Link(span.get_span_context())
+
+
+def _dial_one(
+    batch: Batch, index: int, parent: otel_context.Context, link: Link | None
+) -> DialOutcome:
+    """Runs on a pool thread: the span's parent is passed in, as contextvars do not follow
+    work into a ThreadPoolExecutor."""
+    task = batch.tasks[index]
+    call_id = f"call-{task.campaign_id}-{task.contact_id}-{time.time_ns() // 1_000_000}"
+    command = {
+        "callId": call_id,
+        "phoneNumber": task.phone_number,
+        "campaignId": task.campaign_id,
+        "contactId": task.contact_id,
+        "audioFileUrl": task.audio_file_url,
+        "ivrFlow": task.ivr_flow,
+        "metadata": task.metadata,
+    }
+    with tracer.start_as_current_span(
+        "dialer.dial",
+        context=parent,
+        kind=SpanKind.CLIENT,
+        links=[link] if link is not None else None,
+        attributes={
+            "dialer.call_id": call_id,
+            "dialer.campaign_id": task.campaign_id,
+            "dialer.contact_id": task.contact_id,
+            "dialer.attempts": task.attempts,
+        },
+    ) as span:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # traceparent, when an SDK records this span
+        started = time.monotonic()
+        try:
+            outcome = batch.dialer.worker.dial(command, headers)
+        except Exception as error:
+            # A bug must cost one task, not the batch; the call may have gone out, so no
+            # retry and the claim stays.
+            batch.log(logging.ERROR, "dial_failure", "dial raised", task=index, exc_info=True)
+            outcome = DialOutcome(DialStatus.FAILED, f"internal error: {type(error).__name__}")
+        span.set_attribute("dialer.outcome", str(outcome.status))
+        if outcome.http_status is not None:
+            span.set_attribute("http.response.status_code", outcome.http_status)
+        if outcome.status is not DialStatus.SUCCESSFUL:
+            span.set_status(Status(StatusCode.ERROR, outcome.error))
+        fields = {
+            "callId": call_id,
+            "durationMs": round((time.monotonic() - started) * 1000, 1),
+            "httpStatus": outcome.http_status,
+        }
+        if outcome.status is DialStatus.SUCCESSFUL:
+            batch.log(logging.INFO, "dial_success", "dial command sent", task=index, **fields)
+        else:
+            level, event = (
+                (logging.WARNING, "rate_limited")
+                if outcome.status is DialStatus.RATE_LIMITED
+                else (logging.ERROR, "worker_error")
+                if outcome.worker_error
+                else (logging.WARNING, "dial_failure")
+            )
+            message = outcome.error or ""
+            batch.log(level, event, message, task=index, retry=outcome.retry, **fields)
+    return outcome

@@ -1,0 +1,151 @@
+"""What became of a batch: the result the pipe reads back, the metrics, the batch-end log line
+and span attributes, and the one case where the invocation must fail instead."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+
+from opentelemetry import trace
+
+from cps_limiter import Decision, RateLimitExceeded
+
+from ._logging import log_event
+from ._metrics import BatchMetrics
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+
+NOT_GRANTED_ERROR: Final = "no CPS permit within the wait budget"
+FAIL_CLOSED_ERROR: Final = "Redis unavailable and CPS_FAIL_MODE=closed: not dialed"
+
+
+class BatchError(TypedDict):
+    contactId: str | None
+    phoneNumber: str | None
+    error: str
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class BatchResult(TypedDict):
+    totalProcessed: int
+    successful: int
+    failed: int
+    rateLimited: int
+    duplicates: int
+    errors: list[BatchError]
+    batchItemFailures: list[BatchItemFailure]
+
+
+class TaskStatus(StrEnum):
+    """The counts of the result, named as its keys."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    RATE_LIMITED = "rateLimited"
+    DUPLICATE = "duplicates"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """What became of one task; ``retry`` puts it in ``batchItemFailures``."""
+
+    status: TaskStatus
+    error: str | None = None
+    retry: bool = False
+
+    def __post_init__(self) -> None:
+        if self.status is TaskStatus.FAILED and not self.error:
+            raise ValueError("a failed task needs an error")
+
+
+def result_of(batch: Batch) -> BatchResult:
+    """The result; a messageId retried by two tasks is listed once."""
+    counts = dict.fromkeys(TaskStatus, 0)
+    errors: list[BatchError] = []
+    failures: dict[str, BatchItemFailure] = {}
+    for outcome, reported in zip(batch.finished(), batch.reported, strict=True):
+        counts[outcome.status] += 1
+        if outcome.status is TaskStatus.FAILED:
+            errors.append(
+                BatchError(
+                    contactId=reported.contact_id,
+                    phoneNumber=reported.phone_number,
+                    error=outcome.error or "",
+                )
+            )
+        if outcome.retry and reported.message_id is not None:
+            failures.setdefault(reported.message_id, {"itemIdentifier": reported.message_id})
+    return BatchResult(
+        totalProcessed=len(batch.reported),
+        successful=counts[TaskStatus.SUCCESSFUL],
+        failed=counts[TaskStatus.FAILED],
+        rateLimited=counts[TaskStatus.RATE_LIMITED],
+        duplicates=counts[TaskStatus.DUPLICATE],
+        errors=errors,
+        batchItemFailures=list(failures.values()),
+    )
+
+
+def report(batch: Batch, result: BatchResult, span: trace.Span, seconds: float) -> None:
+    """The batch's EMF line and OpenTelemetry metrics, span attributes and ``batch_end`` line."""
+    measured = [d.limit - d.remaining for d in batch.decisions if not d.fail_open]
+    batch.dialer.metrics.record(
+        BatchMetrics(
+            DialTasksProcessed=result["totalProcessed"],
+            DialTasksSuccessful=result["successful"],
+            DialTasksFailed=result["failed"],
+            DialTasksRateLimited=result["rateLimited"],
+            DialTasksDuplicate=result["duplicates"],
+            CurrentCPS=max(measured, default=0),
+            RedisUnavailable=batch.redis_unavailable,
+            WorkerRequests=len(batch.dialed),
+            WorkerHttpErrors=sum(outcome.worker_error for outcome in batch.dialed.values()),
+        )
+    )
+    figures: Mapping[str, Any] = result
+    counts = {status.value: figures[status.value] for status in TaskStatus}
+    for key, value in counts.items():
+        span.set_attribute(f"dialer.{key}", value)
+    log_event(
+        logging.INFO,
+        "batch_end",
+        "batch end",
+        requestId=batch.request_id,
+        totalProcessed=result["totalProcessed"],
+        **counts,
+        retried=sum(outcome.retry for outcome in batch.finished()),
+        durationMs=round(seconds * 1000, 1),
+        redisUnavailable=batch.redis_unavailable,
+    )
+
+
+def raise_if_unreportable(batch: Batch) -> None:
+    """The seed's behaviour, kept for tasks the pipe cannot match: a retried task without a
+    messageId can only come back with the whole batch, so the invocation fails (after its
+    granted dials went out; the claims make their redelivery harmless)."""
+    orphans = sum(
+        outcome.retry and reported.message_id is None
+        for outcome, reported in zip(batch.finished(), batch.reported, strict=True)
+    )
+    if not orphans:
+        return
+    denied = [decision for decision in batch.decisions if decision.granted == 0]
+    last = batch.decisions[-1] if batch.decisions else None
+    limit, remaining = (last.limit, last.remaining) if last else (batch.dialer.settings.max_cps, 0)
+    nothing = Decision(
+        False, granted=0, limit=limit, remaining=remaining, retry_after=0, reset_after=0
+    )
+    decision = denied[-1] if denied else nothing
+    raise RateLimitExceeded(
+        decision,
+        f"{orphans} task(s) must be retried but carry no messageId for batchItemFailures; "
+        "failing the invocation so that the whole batch is redelivered",
+    )
