@@ -1,12 +1,21 @@
-"""A TCP proxy on loopback that can stop forwarding without closing anything: the network
-partition that a client only notices through its own timeouts."""
+"""A TCP proxy on loopback that breaks connections the ways a network does.
+
+`blackhole` is the network partition a client only notices through its own timeouts: every
+connection, old and new, falls silent. `silence_existing` and `reset_existing` are what an idle
+pooled connection meets after a NAT gateway dropped its flow while new connections work: the
+old ones go silent for good, or answer their next bytes with a TCP reset.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
 from types import TracebackType
 from typing import Self
 
@@ -14,12 +23,28 @@ from loadtest.servers import free_port
 
 CHUNK_BYTES = 64 * 1024
 STOP_TIMEOUT = 5.0
+# SO_LINGER on, with a zero timeout: close() discards the socket and sends RST, not FIN.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+class _Fault(Enum):
+    NONE = "none"
+    SILENT = "silent"
+    RESET = "reset"
+
+
+@dataclass(eq=False)
+class _Link:
+    """One client connection and the fault it suffers; read and written on the loop only."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    fault: _Fault = _Fault.NONE
 
 
 class BlackholeProxy:
-    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:upstream_port`` until `blackhole()`; then it
-    keeps every connection open, accepts new ones, and drops every byte in both directions
-    until `heal()`.
+    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:upstream_port``; breaks connections on
+    command (see the module's docstring).
 
     Runs an asyncio loop on a thread of its own, so that the code under test can block.
     """
@@ -33,6 +58,7 @@ class BlackholeProxy:
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._links: set[_Link] = set()
 
     @property
     def url(self) -> str:
@@ -49,11 +75,22 @@ class BlackholeProxy:
         return self
 
     def blackhole(self) -> None:
-        """Stop forwarding; connections stay open and silent."""
+        """Stop forwarding on every connection, and on new ones; all stay open and silent."""
         self._forwarding.clear()
 
     def heal(self) -> None:
+        """Forward again, after `blackhole` (connections silenced one by one stay silent)."""
         self._forwarding.set()
+
+    def silence_existing(self) -> int:
+        """Drop every byte, both ways and for ever, on the connections open now, and close
+        none of them; later connections are forwarded. Returns how many were silenced."""
+        return self._break_existing(_Fault.SILENT)
+
+    def reset_existing(self) -> int:
+        """Make each connection open now answer the client's next bytes with a TCP reset (and
+        close its upstream side); later connections are forwarded. Returns how many."""
+        return self._break_existing(_Fault.RESET)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -74,6 +111,15 @@ class BlackholeProxy:
     ) -> None:
         self.stop()
 
+    def _break_existing(self, fault: _Fault) -> int:
+        async def mark() -> int:
+            # On the loop, so no connection is accepted half-way through.
+            for link in self._links:
+                link.fault = fault
+            return len(self._links)
+
+        return asyncio.run_coroutine_threadsafe(mark(), self._loop).result(timeout=STOP_TIMEOUT)
+
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
@@ -90,26 +136,53 @@ class BlackholeProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        upstream: asyncio.StreamWriter | None = None
+        link = _Link(writer)
+        self._links.add(link)
         try:
-            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            await asyncio.gather(self._pump(reader, upstream), self._pump(up_reader, writer))
+            up_reader, link.upstream = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port
+            )
+            await asyncio.gather(
+                self._pump(reader, link.upstream, link, from_client=True),
+                self._pump(up_reader, writer, link, from_client=False),
+            )
         except (OSError, asyncio.CancelledError):
             pass
         finally:
             self._tasks.discard(task)
-            for stream in (writer, upstream):
+            self._links.discard(link)
+            for stream in (writer, link.upstream):
                 if stream is not None:
                     stream.close()
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: _Link,
+        *,
+        from_client: bool,
+    ) -> None:
         while data := await source.read(CHUNK_BYTES):
-            if self._forwarding.is_set():
+            if link.fault is _Fault.RESET and from_client:
+                self._reset(link)
+                return
+            if link.fault is _Fault.NONE and self._forwarding.is_set():
                 sink.write(data)
                 await sink.drain()
         # One side closed: close the other, as a plain TCP path would.
         with contextlib.suppress(OSError):
             sink.close()
+
+    @staticmethod
+    def _reset(link: _Link) -> None:
+        client = link.client.get_extra_info("socket")
+        if client is not None:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        # abort(), not close(): nothing is flushed, and the socket closes with its linger.
+        link.client.transport.abort()
+        if link.upstream is not None:
+            link.upstream.close()
 
 
 @contextlib.contextmanager
