@@ -96,12 +96,16 @@ def deferred_cluster_class() -> type[Any]:
             """The master that serves the command's keys now, if it has any."""
             if not self._discovered:
                 return None  # the commands of discovery itself
+            if args and str(args[0]).upper() in self.command_flags:
+                # Sent by node flag (SCRIPT LOAD to every primary): no keys, no one owner. Asking
+                # redis-py's key parser anyway dies in it before 7.1 (range() arg 3 is zero).
+                return None
             try:
                 slot = self.determine_slot(*args)
                 if slot is None:
                     return None
                 return str(self.nodes_manager.get_node_from_slot(slot).name)
-            except (RedisClusterException, redis.RedisError, LookupError, TypeError):
+            except (RedisClusterException, redis.RedisError, LookupError, TypeError, ValueError):
                 return None
 
         def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:

@@ -18,6 +18,7 @@ asks) unless ``CPS_FAIL_MODE=closed``, in which case nothing is dialed and every
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -42,8 +43,17 @@ if TYPE_CHECKING:
 # Time kept back from the Lambda's remaining time when waiting for permits: a dial granted at
 # the end of the wait still gets its full timeout, and the result still gets out.
 SAFETY_MARGIN_SECONDS: Final = 1.0
+# Time kept back from the Lambda's deadline when dialing: the claims of tasks that never reached
+# the worker are released, and the result returned, before Lambda ends the invocation.
+DEADLINE_MARGIN_SECONDS: Final = 0.5
 
 tracer = trace.get_tracer(LOGGER_NAME, __version__)
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds until the invocation's deadline, when a Lambda context says."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return float(remaining()) / 1000.0 if callable(remaining) else None
 
 
 def wait_budget(settings: Settings, context: Any) -> float:
@@ -71,9 +81,13 @@ class Batch:
         self.decisions: list[Decision] = []
         self.redis_unavailable = 0
         self.request_id = str(getattr(context, "aws_request_id", "") or "local")
+        started = time.monotonic()
         self.budget = wait_budget(dialer.settings, context)
         # Measured from the start of the batch: validation and claims spend the same budget.
-        self.deadline = time.monotonic() + self.budget
+        self.deadline = started + self.budget
+        left = time_left(context)
+        self.dials_end = math.inf if left is None else started + left - DEADLINE_MARGIN_SECONDS
+        """No dial may still run after this (monotonic): each one's timeout is cut to it."""
 
     def finish(
         self, index: int, status: TaskStatus, error: str | None = None, *, retry: bool = False

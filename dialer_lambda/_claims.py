@@ -13,11 +13,12 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from redis.exceptions import RedisClusterException, RedisError
+from cps_limiter import BackendUnavailable, Limiter
 
 from ._report import FAIL_CLOSED_ERROR, TaskStatus
 
@@ -25,9 +26,9 @@ if TYPE_CHECKING:
     from ._batch import Batch
 
 DEFAULT_PREFIX: Final = "dialer:claim"
-# Everything that means "Redis did not answer", as the limiter counts it.
-# RedisClusterException is not a RedisError: a cluster with every node down raises it.
-BACKEND_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+DEFAULT_FLEET_KEY: Final = "cps:containers"
+FLEET_SECONDS: Final = 10.0
+"""A container that made no claim for this long no longer counts as dialing."""
 
 
 def claim_key(
@@ -41,15 +42,21 @@ def claim_key(
 
 @dataclass(frozen=True, slots=True)
 class ClaimStore:
-    """Batch claims and releases, one pipelined round trip each.
+    """Batch claims and releases, one pipelined round trip each, through the limiter's own
+    client, breaker and error boundary (`Limiter.run`): a Redis failure is the same event for
+    the claims as for the permits, and a connection that died while idle is replaced for both.
 
     The pipeline is not a transaction (``transaction=False``): each ``SET NX`` stands alone, and
-    on a Redis Cluster the keys of one batch may live in different slots.
+    on a Redis Cluster the keys of one batch may live in different slots. The claims' round trip
+    also carries this container's heartbeat in ``fleet_key``: how many containers dial is what
+    each one's share of the limit is while Redis is down, learned at no extra round trip.
     """
 
-    client: Any
+    limiter: Limiter
     ttl: int
     prefix: str = DEFAULT_PREFIX
+    fleet_key: str = DEFAULT_FLEET_KEY
+    container: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl <= 0:
@@ -58,18 +65,28 @@ class ClaimStore:
     def key(self, campaign_id: str, contact_id: str, attempts: int) -> str:
         return claim_key(campaign_id, contact_id, attempts, self.prefix)
 
-    def claim(self, keys: Sequence[str], owner: str) -> list[bool]:
-        """Claim each key for ``owner``; True where the claim is new, False for a repeat.
+    def claim(self, keys: Sequence[str], owner: str) -> tuple[list[bool], int]:
+        """Claim each key for ``owner``: True where the claim is new, False for a repeat; and
+        how many containers dialed within the last `FLEET_SECONDS`, this one included.
 
-        Raises one of `BACKEND_ERRORS` when Redis cannot be reached: the caller decides whether
-        to fail open.
+        Raises `BackendUnavailable` when Redis cannot be reached: the caller decides whether to
+        fail open.
         """
-        if not keys:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(key, owner, nx=True, ex=self.ttl)
-        return [bool(reply) for reply in pipe.execute()]
+        now = time.time_ns() // 1_000_000
+        window = int(FLEET_SECONDS * 1000)
+
+        def claim_all(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, owner, nx=True, ex=self.ttl)
+            pipe.zadd(self.fleet_key, {self.container: now})
+            pipe.zremrangebyscore(self.fleet_key, "-inf", now - window)
+            pipe.zcard(self.fleet_key)
+            pipe.pexpire(self.fleet_key, 2 * window)
+            return list(pipe.execute())
+
+        replies = self.limiter.run(claim_all)
+        return [bool(reply) for reply in replies[: len(keys)]], max(int(replies[-2]), 1)
 
     def release(self, keys: Sequence[str]) -> None:
         """Give up claims whose dial surely never reached the worker, so a retry may dial.
@@ -79,11 +96,15 @@ class ClaimStore:
         """
         if not keys:
             return
-        # One DEL per key in a pipeline: a multi-key DEL fails across cluster slots.
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.delete(key)
-        pipe.execute()
+
+        def release_all(client: Any) -> None:
+            # One DEL per key in a pipeline: a multi-key DEL fails across cluster slots.
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            pipe.execute()
+
+        self.limiter.run(release_all)
 
 
 def claim(batch: Batch, ready: list[int]) -> list[int]:
@@ -95,9 +116,11 @@ def claim(batch: Batch, ready: list[int]) -> list[int]:
         store.key(task.campaign_id, task.contact_id, task.attempts)
         for task in (batch.tasks[index] for index in ready)
     ]
+    if not keys:
+        return []
     try:
-        fresh = store.claim(keys, f"{batch.request_id}@{time.time_ns() // 1_000_000}")
-    except BACKEND_ERRORS as error:
+        fresh, containers = store.claim(keys, f"{batch.request_id}@{time.time_ns() // 1_000_000}")
+    except BackendUnavailable as error:
         closed = batch.dialer.settings.fail_mode == "closed"
         batch.redis_down(
             logging.ERROR if closed else logging.WARNING,
@@ -111,6 +134,7 @@ def claim(batch: Batch, ready: list[int]) -> list[int]:
         for index in ready:
             batch.finish(index, TaskStatus.RATE_LIMITED, FAIL_CLOSED_ERROR, retry=True)
         return []
+    batch.dialer.limiter.set_peers(containers)
     claimed: list[int] = []
     for index, key, new in zip(ready, keys, fresh, strict=True):
         if new:
@@ -127,7 +151,7 @@ def give_back(batch: Batch, keys: list[str]) -> None:
     """Release ``keys`` in one round trip; a Redis failure is logged, not raised."""
     try:
         batch.dialer.claims.release(keys)
-    except BACKEND_ERRORS as error:
+    except BackendUnavailable as error:
         # Safe but costly: the retried tasks will count as duplicates until the claims
         # expire, so they are not called (rather than possibly called twice).
         batch.redis_down(

@@ -17,11 +17,11 @@ from urllib.parse import SplitResult, urlsplit
 
 from cps_limiter import ConfigurationError
 
-Strategy = Literal["fixed", "sliding", "token"]
-FailMode = Literal["open", "closed"]
+Strategy = Literal["paced", "fixed", "sliding", "token"]
+FailMode = Literal["bounded", "open", "closed"]
 
-STRATEGIES: Final[tuple[Strategy, ...]] = ("fixed", "sliding", "token")
-FAIL_MODES: Final[tuple[FailMode, ...]] = ("open", "closed")
+STRATEGIES: Final[tuple[Strategy, ...]] = ("paced", "fixed", "sliding", "token")
+FAIL_MODES: Final[tuple[FailMode, ...]] = ("bounded", "open", "closed")
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "memory"})
 WORKER_SCHEMES: Final = frozenset({"http", "https"})
 
@@ -29,8 +29,11 @@ DEFAULT_REDIS_HOST = "localhost"
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_NODE_WORKER_URL = "http://localhost:3000"
 DEFAULT_MAX_CPS = 100
-DEFAULT_STRATEGY: Strategy = "fixed"
-DEFAULT_FAIL_MODE: FailMode = "open"
+DEFAULT_STRATEGY: Strategy = "paced"
+DEFAULT_FAIL_MODE: FailMode = "bounded"
+# Containers assumed to share MAX_CPS by one that has never reached Redis (and so never learned
+# how many there are) while Redis is down: too many only slows the outage, too few overshoots.
+DEFAULT_FALLBACK_CONTAINERS = 10
 DEFAULT_DIAL_TIMEOUT_SECONDS = 5.0
 # Long enough to pace a batch of 10 into the next second or two at low limits, short enough that
 # a Lambda stuck behind a saturated limit hands its tasks back to the queue instead of idling.
@@ -60,6 +63,7 @@ class Settings:
     max_cps: int = DEFAULT_MAX_CPS
     strategy: Strategy = DEFAULT_STRATEGY
     fail_mode: FailMode = DEFAULT_FAIL_MODE
+    fallback_containers: int = DEFAULT_FALLBACK_CONTAINERS
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT_SECONDS
     rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
@@ -77,6 +81,11 @@ class Settings:
             raise ConfigurationError(f"CPS_STRATEGY must be one of {', '.join(STRATEGIES)}")
         if self.fail_mode not in FAIL_MODES:
             raise ConfigurationError(f"CPS_FAIL_MODE must be one of {', '.join(FAIL_MODES)}")
+        if self.fallback_containers <= 0:
+            raise ConfigurationError(
+                "CPS_FALLBACK_CONTAINERS must be a positive integer, "
+                f"got {self.fallback_containers}"
+            )
         if not (math.isfinite(self.dial_timeout) and self.dial_timeout > 0):
             raise ConfigurationError("DIAL_TIMEOUT_SECONDS must be a positive number of seconds")
         if not (math.isfinite(self.rate_limit_max_wait) and self.rate_limit_max_wait >= 0):
@@ -110,6 +119,9 @@ class Settings:
             strategy=cast(Strategy, _choice(values, "CPS_STRATEGY", STRATEGIES, DEFAULT_STRATEGY)),
             fail_mode=cast(
                 FailMode, _choice(values, "CPS_FAIL_MODE", FAIL_MODES, DEFAULT_FAIL_MODE)
+            ),
+            fallback_containers=_integer(
+                values, "CPS_FALLBACK_CONTAINERS", DEFAULT_FALLBACK_CONTAINERS
             ),
             dial_timeout=_number(values, "DIAL_TIMEOUT_SECONDS", DEFAULT_DIAL_TIMEOUT_SECONDS),
             rate_limit_max_wait=_number(

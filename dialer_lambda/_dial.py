@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from cps_limiter import BackendUnavailable, Decision
 
 from ._logging import LOGGER_NAME, log_event
-from ._report import FAIL_CLOSED_ERROR, NOT_GRANTED_ERROR, TaskStatus
+from ._report import FAIL_CLOSED_ERROR, NOT_GRANTED_ERROR, TOO_LATE_ERROR, TaskStatus
 from ._version import __version__
 from ._worker import DialOutcome, DialStatus
 
@@ -44,9 +44,14 @@ def dial(batch: Batch, ready: list[int]) -> None:
             break
         if decision.granted == 0:
             break
-        for _ in range(min(decision.granted, len(pending))):
+        # A paced grant carries each permit's moment: each dial waits for its own, so that the
+        # batch reaches the carrier spaced as granted, not at once.
+        granted = time.monotonic()
+        moments = decision.schedule or (0.0,) * decision.granted
+        for moment in moments[: len(pending)]:
             index = pending.popleft()
-            future = batch.dialer.executor.submit(_dial_one, batch, index, parent, link)
+            at = granted + moment
+            future = batch.dialer.executor.submit(_dial_one, batch, index, parent, link, at)
             dials.append((index, future))
     for index in pending:
         batch.finish(index, TaskStatus.RATE_LIMITED, error, retry=True)
@@ -95,10 +100,19 @@ def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, L
 
 
 def _dial_one(
-    batch: Batch, index: int, parent: otel_context.Context, link: Link | None
+    batch: Batch, index: int, parent: otel_context.Context, link: Link | None, at: float
 ) -> DialOutcome:
-    """Runs on a pool thread: the span's parent is passed in, as contextvars do not follow
-    work into a ThreadPoolExecutor."""
+    """Runs on a pool thread from the moment ``at`` (monotonic) on: the span's parent is passed
+    in, as contextvars do not follow work into a ThreadPoolExecutor."""
+    delay = at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    left = batch.dials_end - time.monotonic()
+    if left <= 0:
+        # Too late to dial and hear back before the invocation ends: handed back, unsent.
+        return DialOutcome(
+            DialStatus.RATE_LIMITED, TOO_LATE_ERROR, retry=True, reached_worker=False
+        )
     task = batch.tasks[index]
     call_id = f"call-{task.campaign_id}-{task.contact_id}-{time.time_ns() // 1_000_000}"
     command = {
@@ -126,7 +140,7 @@ def _dial_one(
         propagate.inject(headers)  # traceparent, when an SDK records this span
         started = time.monotonic()
         try:
-            outcome = batch.dialer.worker.dial(command, headers)
+            outcome = batch.dialer.worker.dial(command, headers, timeout=left)
         except Exception as error:
             # A bug must cost one task, not the batch; the call may have gone out, so no
             # retry and the claim stays.

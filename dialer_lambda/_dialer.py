@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from cps_limiter import AdaptivePolicy, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
+from cps_limiter import AdaptivePolicy, Limiter, Strategy, strategy_from_name
 
 from ._batch import run
 from ._claims import ClaimStore
@@ -27,13 +27,7 @@ DIAL_POOL_SIZE: Final = 64
 
 def strategy_for(settings: Settings) -> Strategy:
     """The limiter strategy that ``CPS_STRATEGY`` names, at ``MAX_CPS`` per second."""
-    if settings.strategy == "sliding":
-        return SlidingWindow(limit=settings.max_cps)
-    if settings.strategy == "token":
-        # A burst of 1 spaces calls 1/MAX_CPS apart, so no one-second interval holds more than
-        # MAX_CPS: carriers count any second. A larger burst would let burst + MAX_CPS - 1 in.
-        return TokenBucket(rate=settings.max_cps, burst=1)
-    return FixedWindow(limit=settings.max_cps)
+    return strategy_from_name(settings.strategy, settings.max_cps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +59,18 @@ class Dialer:
             # Always on: without a health report or an operator's cap the limit is MAX_CPS,
             # and both are read inside the decision's script, at no extra round trip.
             adaptive=AdaptivePolicy(),
+            # Until the claims' heartbeat says how many containers dial, a Redis outage paces
+            # this one at a conservative share of the limit.
+            peers=settings.fallback_containers,
         )
         return cls(
             settings=settings,
             limiter=limiter,
             claims=ClaimStore(
-                limiter.client, settings.idempotency_ttl, settings.idempotency_key_prefix
+                limiter,
+                settings.idempotency_ttl,
+                settings.idempotency_key_prefix,
+                fleet_key=f"{settings.cps_key_prefix}:containers",
             ),
             worker=WorkerClient(
                 settings.node_worker_url, settings.dial_timeout, max_connections=DIAL_POOL_SIZE

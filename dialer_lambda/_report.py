@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._batch import Batch
 
 
+TOO_LATE_ERROR: Final = "no time left to dial before the invocation's deadline"
 NOT_GRANTED_ERROR: Final = "no CPS permit within the wait budget"
 FAIL_CLOSED_ERROR: Final = "Redis unavailable and CPS_FAIL_MODE=closed: not dialed"
 

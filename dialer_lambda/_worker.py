@@ -85,11 +85,16 @@ class WorkerClient:
             follow_redirects=False,
         )
 
-    def dial(self, command: Mapping[str, Any], headers: Mapping[str, str]) -> DialOutcome:
-        """POST the command; never raises for anything the network or the worker does."""
+    def dial(
+        self, command: Mapping[str, Any], headers: Mapping[str, str], timeout: float | None = None
+    ) -> DialOutcome:
+        """POST the command, within ``timeout`` seconds when that is shorter than the client's
+        own (the invocation's time left); never raises for anything the network or the worker
+        does."""
+        seconds = self._timeout if timeout is None else min(timeout, self._timeout)
         # httpx's timeout applies to each phase (connect, each read); the deadline caps the
         # whole exchange, so a worker that trickles its reply cannot hold the dial past it.
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + seconds
         body = json.dumps(command, separators=(",", ":")).encode()
         try:
             with self._client.stream(
@@ -97,6 +102,7 @@ class WorkerClient:
                 self._url,
                 content=body,
                 headers={**headers, "content-type": "application/json"},
+                timeout=httpx.Timeout(seconds),
             ) as response:
                 return self._classify(response, deadline)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:

@@ -18,7 +18,7 @@ def test_the_defaults_are_the_seeds() -> None:
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.node_worker_url == "http://localhost:3000"
     assert settings.max_cps == 100
-    assert (settings.strategy, settings.fail_mode) == ("fixed", "open")
+    assert (settings.strategy, settings.fail_mode) == ("paced", "bounded")
     assert (settings.dial_timeout, settings.idempotency_ttl) == (5.0, 86_400)
 
 

@@ -14,12 +14,10 @@ import pytest
 import redis
 
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import make_batch, make_task, phone_of, stub
+from tests.support.dialer import make_batch, make_task, phone_of
 from tests.support.emf import emf_lines, line_problems
 from tests.support.lambda_process import RuntimeProcess, cold_start_seconds
 from tests.support.lambda_runtime import DEFAULT_WAIT_SECONDS, RuntimeApi
-
-__all__ = ["stub"]  # fixtures, for pytest
 
 BATCH = 10
 RESULT = {

@@ -23,13 +23,12 @@ import redis
 
 from loadtest.servers import RedisServer
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import make_batch, stub
+from tests.support.dialer import make_batch
 from tests.support.faults import DECISION_BOUND
 from tests.support.lambda_process import RuntimeProcess
 from tests.support.lambda_runtime import InvocationEnd, RuntimeApi
 from tests.support.proxy import BlackholeProxy
 
-__all__ = ["stub"]  # fixtures, for pytest
 
 BATCH = 10
 KILLS = ("client-kill", "reset", "silent")
