@@ -2,14 +2,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# A second venv with the runtime dependencies at the lowest versions pyproject.toml admits.
+LOWEST_VENV ?= .venv-lowest
+LOWEST := constraints/lowest.txt
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-$(shell cat pyproject.toml $(LOWEST) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest bench loadtest clean
+.PHONY: demo test test-lowest lint typecheck pytest bench loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(LOWEST_STAMP): pyproject.toml $(LOWEST)
+	test -x $(LOWEST_VENV)/bin/python || python3 -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/pip install -q -c $(LOWEST) -e '.[test]'
+	rm -f $(LOWEST_VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
 	$(PY) -m loadtest.simulate $(ARGS)
@@ -26,6 +36,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q
 
+# The suite once more, on the oldest versions a user may have (docs/dependencies.md): the floors
+# in pyproject.toml are a promise only while this passes.
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(redis|httpx|opentelemetry-(api|sdk)|tzdata)=='
+	$(LOWEST_VENV)/bin/pytest -q
+
 bench: $(STAMP)
 	$(PY) -m loadtest.bench
 
@@ -33,4 +49,4 @@ loadtest: $(STAMP)
 	$(PY) -m loadtest.run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .pytest_cache .ruff_cache
