@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._batch import Batch
 
 DEFAULT_PREFIX: Final = "dialer:claim"
-DEFAULT_FLEET_KEY: Final = "cps:containers"
+DEFAULT_FLEET_KEY: Final = "cps:fleet"
 FLEET_SECONDS: Final = 10.0
 """A container that made no claim for this long no longer counts as dialing."""
 

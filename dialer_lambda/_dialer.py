@@ -70,7 +70,7 @@ class Dialer:
                 limiter,
                 settings.idempotency_ttl,
                 settings.idempotency_key_prefix,
-                fleet_key=f"{settings.cps_key_prefix}:containers",
+                fleet_key=f"{settings.cps_key_prefix}:fleet",
             ),
             worker=WorkerClient(
                 settings.node_worker_url, settings.dial_timeout, max_connections=DIAL_POOL_SIZE

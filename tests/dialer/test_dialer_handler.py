@@ -298,7 +298,12 @@ def test_each_dial_success_is_logged_with_its_call_id(dialer: Dialer, lines: Lin
 def test_no_full_phone_number_appears_in_any_log_line(
     make_dialer: MakeDialer, stub: WorkerStub, lines: Lines, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dialer = make_dialer(DIAL_TIMEOUT_SECONDS="0.2", MAX_CPS="6", RATE_LIMIT_MAX_WAIT_SECONDS="0")
+    dialer = make_dialer(
+        DIAL_TIMEOUT_SECONDS="0.2",
+        MAX_CPS="6",
+        RATE_LIMIT_MAX_WAIT_SECONDS="0",
+        CPS_STRATEGY="fixed",
+    )
     faults = [
         Behaviour(fail=1.0),
         Behaviour(timeout=1.0),

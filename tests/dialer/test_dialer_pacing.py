@@ -25,7 +25,7 @@ def _window_counts(dialer: Dialer, prefix: str = "cps") -> dict[int, int]:
     """The fixed window's counters, ``{window_start: permits}``, read from the limiter's Redis."""
     client = dialer.limiter.client
     counts: dict[int, int] = {}
-    for key in client.scan_iter(match=f"{prefix}:*"):
+    for key in client.scan_iter(match=f"{prefix}:[0-9]*"):
         name = key.decode() if isinstance(key, bytes) else key
         counts[int(name.rsplit(":", 1)[1])] = int(client.get(key))
     return counts
@@ -34,7 +34,7 @@ def _window_counts(dialer: Dialer, prefix: str = "cps") -> dict[int, int]:
 def test_with_a_wait_budget_five_are_dialed_now_and_five_paced_into_the_next_second(
     make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
-    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="fixed")
 
     result = dialer.process(make_batch(BATCH), FakeContext())
 
@@ -50,7 +50,7 @@ def test_with_a_wait_budget_five_are_dialed_now_and_five_paced_into_the_next_sec
 def test_the_paced_half_waits_for_the_next_window_in_one_more_limiter_call(
     make_dialer: MakeDialer, lines: Lines
 ) -> None:
-    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="fixed")
 
     dialer.process(make_batch(BATCH), FakeContext())
 
@@ -235,13 +235,29 @@ def test_with_redis_stalled_a_batch_still_finishes_promptly(
     make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
     with stalled_listener() as port:
-        dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        dialer = make_dialer(REDIS_URL=f"redis://127.0.0.1:{port}/0", CPS_FAIL_MODE="open")
         started = time.monotonic()
         result = dialer.process(make_batch(BATCH), FakeContext())
         elapsed = time.monotonic() - started
 
     assert result["successful"] == BATCH
     assert elapsed < 1.0
+
+
+def test_with_redis_stalled_the_default_paces_the_batch_at_its_share_of_the_limit(
+    make_dialer: MakeDialer, stub: WorkerStub
+) -> None:
+    with stalled_listener() as port:
+        # 20 per second shared by 2 containers: this one dials 10 per second, 0.1 s apart.
+        dialer = make_dialer(
+            REDIS_URL=f"redis://127.0.0.1:{port}/0", MAX_CPS="20", CPS_FALLBACK_CONTAINERS="2"
+        )
+        result = dialer.process(make_batch(BATCH), FakeContext())
+
+    assert result["successful"] == BATCH
+    arrivals = sorted(call.monotonic for call in stub.calls)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert min(gaps) >= 0.09
 
 
 def test_with_redis_unreachable_and_fail_closed_nothing_is_dialed_and_all_come_back(
@@ -279,7 +295,7 @@ def real_redis(
 def test_on_real_redis_five_are_dialed_now_and_five_paced_into_the_next_second(
     real_redis: MakeDialer, key_prefixes: dict[str, str]
 ) -> None:
-    dialer = real_redis(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2")
+    dialer = real_redis(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="2", CPS_STRATEGY="fixed")
 
     result = dialer.process(make_batch(BATCH), FakeContext())
 

@@ -231,4 +231,4 @@ def test_claim_keys_differ_by_campaign_contact_and_attempt() -> None:
 
 def test_a_claim_store_needs_a_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl"):
-        ClaimStore(client=None, ttl=0)
+        ClaimStore(limiter=None, ttl=0)  # type: ignore[arg-type]

@@ -29,7 +29,6 @@ from tests.support.lambda_process import RuntimeProcess
 from tests.support.lambda_runtime import InvocationEnd, RuntimeApi
 from tests.support.proxy import BlackholeProxy
 
-
 BATCH = 10
 KILLS = ("client-kill", "reset", "silent")
 KILL_TIMEOUT_SECONDS = 5.0
