@@ -73,6 +73,7 @@ class Batch:
 
     def __init__(self, dialer: Dialer, event: list[Any], context: Any) -> None:
         self.dialer = dialer
+        self.event = event
         self.reported = [Reported.of(raw) for raw in event]
         self.outcomes: list[TaskOutcome | None] = [None] * len(event)
         self.tasks: dict[int, DialTask] = {}

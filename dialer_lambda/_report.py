@@ -138,6 +138,14 @@ def raise_if_unreportable(batch: Batch) -> None:
     )
     if not orphans:
         return
+    strays = [index for index, raw in enumerate(batch.event) if not isinstance(raw, Mapping)]
+    if strays:
+        # Not a rate limit: the event itself is malformed, and the error must say where.
+        kinds = ", ".join(f"event[{i}] is {type(batch.event[i]).__name__}" for i in strays)
+        raise ValueError(
+            f"every item of the event must be a JSON object (a dial task): {kinds}; the other "
+            "tasks were processed, and the whole batch comes back"
+        )
     denied = [decision for decision in batch.decisions if decision.granted == 0]
     last = batch.decisions[-1] if batch.decisions else None
     limit, remaining = (last.limit, last.remaining) if last else (batch.dialer.settings.max_cps, 0)

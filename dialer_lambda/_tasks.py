@@ -136,6 +136,13 @@ def parse_task(raw: Any) -> DialTask:
     """
     if not isinstance(raw, Mapping):
         raise InvalidTask([f"expected an object, got {_kind(raw)}"])
+    if "campaignId" not in raw and "body" in raw and ("receiptHandle" in raw or "md5OfBody" in raw):
+        raise InvalidTask(
+            [
+                "this is a raw SQS record, not an enriched dial task: the task is in its 'body'; "
+                "the pipe needs its enrichment step (see docs/deployment.md)"
+            ]
+        )
     values: Any = raw  # JSON: whatever its fields hold, `DialTask` checks
     shape: list[str] = []
     campaign = values.get("campaign")

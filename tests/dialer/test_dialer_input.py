@@ -122,11 +122,11 @@ def test_an_invalid_task_fails_with_an_error_naming_the_problem(
 def test_a_task_that_is_not_an_object_brings_the_whole_batch_back_after_the_others_are_dialed(
     dialer: Dialer, stub: WorkerStub, lines: Lines, task: Any, named: str
 ) -> None:
-    from cps_limiter import RateLimitExceeded
-
-    # It has no messageId to list in batchItemFailures: only a failed invocation returns it.
-    with pytest.raises(RateLimitExceeded, match="no messageId"):
+    # It has no messageId to list in batchItemFailures: only a failed invocation returns it,
+    # with an error that names the item, not a rate limit.
+    with pytest.raises(ValueError, match=r"event\[0\] is ") as raised:
         dialer.process([task, make_task(2)], FakeContext())
+    assert type(raised.value) is ValueError
 
     [logged] = lines.events("invalid_task")
     assert logged["message"] == f"invalid task: expected an object, {named}"
@@ -238,3 +238,27 @@ def test_a_campaign_without_calling_windows_may_call_at_any_time(
     result = saturday_night.process([_config(callingWindows=[])], FakeContext())
 
     assert result["successful"] == 1
+
+
+def test_raw_sqs_records_say_the_task_is_in_the_body_and_the_pipe_needs_its_enrichment(
+    dialer: Dialer, stub: WorkerStub
+) -> None:
+    records = [
+        {
+            "messageId": f"m-{index}",
+            "receiptHandle": "AQEB...",
+            "body": '{"campaignId": "c"}',
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "eventSource": "aws:sqs",
+        }
+        for index in range(3)
+    ]
+
+    result = dialer.process(records, FakeContext())
+
+    assert result["failed"] == 3
+    assert len(result["batchItemFailures"]) == 3
+    for error in result["errors"]:
+        assert "'body'" in error["error"]
+        assert "enrichment" in error["error"]
+    assert stub.calls == []
