@@ -7,7 +7,7 @@ LOWEST_VENV ?= .venv-lowest
 LOWEST := constraints/lowest.txt
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-$(shell cat pyproject.toml $(LOWEST) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-lowest lint typecheck pytest bench loadtest clean
+.PHONY: demo test test-fast test-lowest lint typecheck pytest bench loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m 'not server' -p no:randomly
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q

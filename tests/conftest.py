@@ -140,3 +140,36 @@ async def async_redis(redis_server: RedisServer) -> AsyncIterator[Any]:
     client = redis.asyncio.Redis(port=redis_server.port)
     yield client
     await client.aclose()
+
+
+SERVER_FIXTURES = frozenset(
+    {"redis_server", "redis_url", "raw_redis", "async_redis", "local_cluster", "real_redis"}
+)
+"""Fixtures that start a redis-server (or a cluster of them): tests that use one, directly or
+through another fixture, are left out of the fast lane."""
+SERVER_FOLDERS = frozenset({"reliability", "tooling"})
+"""Folders whose tests start servers, subprocesses or builds of their own."""
+SERVER_MODULES = frozenset(
+    {"test_simulate", "test_runtime_client", "test_limiter_cli", "test_dialer_config"}
+)
+"""Modules whose tests run the harness or the package in processes of their own."""
+SERVER_PARAMS = frozenset({"redis", "stalled", "dead"})
+"""Parameters that pick a real server (or a listener standing in for a broken one)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a server or a process: ``make test-fast`` runs the rest."""
+    for item in items:
+        path = item.path
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        needs_server = (
+            params.get("backend_url") == "redis"
+            or any(str(value) in SERVER_PARAMS for value in params.values())
+            or bool(SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
+            or path.parent.name in SERVER_FOLDERS
+            or path.stem in SERVER_MODULES
+            or "redis" in item.keywords
+        )
+        if needs_server:
+            item.add_marker(pytest.mark.server)
