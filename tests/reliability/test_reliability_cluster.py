@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster, key_slot
 
 from cps_limiter import AsyncLimiter, Decision, Limiter
 from dialer_lambda import Dialer
+from loadtest.simulate.pace import max_in_window
 from loadtest.worker_stub import WorkerStub
 from tests.support.cluster import LocalCluster, local_cluster
 from tests.support.dialer import FakeContext, MakeDialer, dialer_for, make_batch
@@ -152,8 +153,9 @@ def on_cluster(cluster: LocalCluster, stub: WorkerStub, prefix: str) -> Iterator
 
 @pytest.fixture
 def cluster_dialer(on_cluster: MakeDialer) -> Dialer:
-    """A dialer on the cluster at 5 calls per second."""
-    return on_cluster()
+    """A dialer on the cluster at 5 calls per second, in fixed windows: these tests count
+    what one window lets through at once."""
+    return on_cluster(CPS_STRATEGY="fixed")
 
 
 @pytest.mark.slow
@@ -163,6 +165,24 @@ def test_the_dialer_on_a_cluster_url_paces_a_batch_at_max_cps(
     result = cluster_dialer.process(make_batch(10), FakeContext())
     assert (result["successful"], result["rateLimited"]) == (5, 5)
     assert len(stub.calls) == 5
+
+
+@pytest.mark.slow
+def test_the_default_dialer_on_a_cluster_paces_a_batch_to_max_cps_in_any_second(
+    on_cluster: MakeDialer, stub: WorkerStub, cluster: LocalCluster, prefix: str
+) -> None:
+    dialer = on_cluster(RATE_LIMIT_MAX_WAIT_SECONDS="3")
+
+    result = dialer.process(make_batch(10), FakeContext())
+
+    assert result["successful"] == 10
+    busiest, _ = max_in_window([call.monotonic for call in stub.calls], 1.0)
+    assert busiest <= 5
+    counters = keys_by_node(cluster, f"{{{prefix}-cps}}:[0-9]*")
+    [(port, keys)] = counters.items()  # one slot: the hash tag
+    node = redis.Redis(port=port, decode_responses=True)
+    assert max(int(node.get(key) or 0) for key in keys) <= 5
+    node.close()
 
 
 @pytest.mark.slow
