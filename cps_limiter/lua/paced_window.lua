@@ -13,6 +13,8 @@
 -- ARGV[5]  "1": partial (grant the free slots up to max_wait, up to permits); "0": all or nothing
 -- ARGV[6]  max_wait: seconds (float >= 0); every granted permit's moment is at most this far ahead
 -- ARGV[7]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- ARGV[8]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a
+--          request that arrives after it is refused with an error and writes nothing
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait, offsets}:
 --          retry_after, reset_after and wait are seconds as strings, because Redis truncates Lua
 --          numbers to integers. wait is when the first granted permit may be used; offsets holds
@@ -41,6 +43,10 @@ local EPOCH = 1767225600
 local US = 1000000
 
 local time = redis.call("TIME")
+local late = past_deadline(time, ARGV[8])
+if late then
+  return late
+end
 local sec = tonumber(time[1])
 local now = (sec - EPOCH) * US + tonumber(time[2])
 local factor, cap = adaptive_factor(sec)
