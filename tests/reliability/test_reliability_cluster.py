@@ -210,7 +210,7 @@ def test_the_dialers_claims_spread_over_the_clusters_slots(
 def test_twenty_concurrent_overlapping_redeliveries_on_the_cluster_dial_each_task_once(
     on_cluster: MakeDialer, stub: WorkerStub
 ) -> None:
-    dialer = on_cluster(MAX_CPS="1000")
+    dialer = on_cluster(MAX_CPS="1000", RATE_LIMIT_MAX_WAIT_SECONDS="2")
     stub.set_behaviour(delay_ms=50)
     results = invoke_concurrently(dialer, overlapping_batches())
     counts = dialed(stub)
