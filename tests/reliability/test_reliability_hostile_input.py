@@ -192,8 +192,9 @@ def test_a_batch_of_anything_never_crashes_and_accounts_for_every_task(
         return
     except ValueError as error:
         # An item that is not an object: the error names it.
+        named = "event[" in str(error)
+        assert named
         assert not all(isinstance(raw, dict) for raw in event)
-        assert "event[" in str(error)
         return
     counted = result["successful"] + result["failed"] + result["rateLimited"]
     assert result["totalProcessed"] == len(event) == counted + result["duplicates"]
