@@ -103,7 +103,7 @@ class Summary:
                 f"  pace at the worker, swept over every arrival (MAX_CPS {self.max_cps}):",
                 *(f"    {figure.render()}" for figure in self.pacing),
             ]
-            if self.counter_stalls:
+            if self.counter_stalls and pace.max_counter is not None:
                 lines.append(
                     f"    (the counters were read late {self.counter_stalls}x: "
                     "some seconds may be missing)"
