@@ -1,10 +1,10 @@
 """The targets a run's pace is held to, as a carrier counts calls, and the verdict on each.
 
 The figures are strict, but for one that says so in its label: the busiest interval of 1 s
-less `JITTER_ALLOWANCE`. Permits spaced exactly 1/limit apart on the Redis clock meet the
-strict figure only if no call arrives at the worker a little earlier, relative to the call a
-limit's worth before it, than that one did: any jitter on the dial path makes one interval of
-1 s hold limit + 1 calls. That figure shows how much of an overrun is such jitter.
+less `JITTER_ALLOWANCE`. Permits spaced exactly 1/limit apart put exactly `limit` of them in
+every second of the Redis clock; at the worker, one call delayed a little less than the call a
+limit's worth before it puts limit + 1 in one second, so any jitter on the dial path fails the
+strict figure by a call. The figure with the allowance shows how much of an overrun is that.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Final
 from .pace import Pace
 
 TENTH_ALLOWANCE: Final = 2
-"""Calls over a tenth of the limit that a 100-ms interval may hold: a pace 1/limit apart
-still meets a tenth of the limit plus one at the interval's two ends."""
+"""Calls over a tenth of the limit (rounded up) that an interval of 100 ms may hold: an even
+pace already puts one more in some of them, and jitter one more again."""
 JITTER_ALLOWANCE: Final = 0.02
 """The part of the second allowed for arrival jitter in the one figure labelled so."""
 UTILISATION_TARGET: Final = 0.95
