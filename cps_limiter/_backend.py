@@ -19,6 +19,7 @@ import redis
 from redis.exceptions import RedisClusterException, RedisError
 
 from ._breaker import CircuitBreaker
+from ._connect import is_cluster
 from ._credentials import refused
 from ._errors import BackendUnavailable, LimiterError
 
@@ -79,6 +80,13 @@ class Backend:
         self._breaker = breaker
         self._deadline = deadline
         self._unexpected = Throttle()
+        # After a failure, a call first checks that Redis answers (PING), so that a request
+        # that takes capacity is not left on a stalled server, to run when it resumes long
+        # after its caller gave up. A cluster client pings only a default node, which says
+        # nothing of the node a key lives on, and a stand-in client may have no PING: both
+        # send the request as it is.
+        self._failing = False
+        self._ping_first = not is_cluster(client) and callable(getattr(client, "ping", None))
 
     def call(
         self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
@@ -89,6 +97,8 @@ class Backend:
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         started = time.monotonic()
         try:
+            if self._failing:
+                self.client.ping()
             try:
                 result = operation(self.client, *args, **kwargs)
             except _CONNECTION_ERRORS:
@@ -116,6 +126,8 @@ class Backend:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._deadline):
+                if self._failing:
+                    await self.client.ping()
                 try:
                     result = await operation(self.client, *args, **kwargs)
                 except _CONNECTION_ERRORS:
@@ -132,10 +144,12 @@ class Backend:
         return result
 
     def _answered(self) -> None:
+        self._failing = False
         self._breaker.record_success()
         self.unchecked_credentials = None
 
     def _failed(self, error: Exception) -> LimiterError:
+        self._failing = self._ping_first
         self._breaker.record_failure()
         place = self.unchecked_credentials
         if place is not None and isinstance(error, redis.AuthenticationError):

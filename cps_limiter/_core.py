@@ -234,7 +234,7 @@ class LimiterCore:
 
     def _decided(self, request: Request, reply: Any) -> Decision:
         decision, wait = parse_reply(reply)
-        self._failure.learned(decision.limit)
+        self._failure.learned(decision)
         if self._denials is not None and request.mode == ACQUIRE:
             if decision.allowed:
                 if self._denials:

@@ -28,6 +28,10 @@ FAIL_MODES: Final = (FAIL_OPEN, FAIL_CLOSED, FAIL_BOUNDED)
 DEFAULT_PEERS: Final = 10
 """How many processes share the limit, for a ``bounded`` limiter that has not been told
 (`set_peers`): conservative, since too many only slows an outage, too few overshoots."""
+LOCAL_HORIZON: Final = 0.1
+"""Seconds past its first slot that one local grant reaches (unless the permits it must grant
+all at once span more): the slots a process reserved while Redis was down go on after Redis
+returns, on top of the permits Redis grants again, so they reach only this far ahead."""
 
 
 class LocalPacer:
@@ -49,16 +53,26 @@ class LocalPacer:
 
     def take(self, permits: int, need: int, max_wait: float) -> tuple[float, ...]:
         """The moments (seconds from now) of the permits granted: up to ``permits`` slots
-        within ``max_wait``, or none when fewer than ``need`` fit."""
+        within ``max_wait`` and within `LOCAL_HORIZON` of the first (or as far as ``need``
+        spans), or none when fewer than ``need`` fit."""
         with self._lock:
             now = time.monotonic()
             first = max(now, self._next)
-            room = math.floor((now + max_wait - first) / self._interval + 1e-9) + 1
+            if first > now + max_wait:
+                return ()
+            reach = max(LOCAL_HORIZON, (need - 1) * self._interval)
+            last = min(now + max_wait, first + reach)
+            room = math.floor((last - first) / self._interval + 1e-9) + 1
             count = min(permits, max(room, 0))
             if count < max(need, 1):
                 return ()
             self._next = first + count * self._interval
         return tuple(first - now + k * self._interval for k in range(count))
+
+    def hold_until(self, moment: float) -> None:
+        """No slot before ``moment`` (monotonic)."""
+        with self._lock:
+            self._next = max(self._next, moment)
 
     def wait(self) -> float:
         """Seconds until the next slot."""
@@ -78,6 +92,8 @@ class FailurePolicy:
         self._strategy_name = strategy_name
         self._peers = positive_int("peers", peers)
         self._pacer = LocalPacer(self.share)
+        self._ahead = 0.0
+        self._failing = False
         self._log = Throttle()
 
     @property
@@ -89,11 +105,16 @@ class FailurePolicy:
         self._peers = positive_int("peers", peers)
         self._pacer.set_rate(self.share)
 
-    def learned(self, limit: int) -> None:
-        """Redis said the limit in force is ``limit``: a later outage shares that one."""
+    def learned(self, decision: Decision) -> None:
+        """Redis decided: a later outage shares the limit in force, and starts from how far
+        ahead Redis has handed out capacity (``reset_after``: a paced window's reserved slots,
+        a fixed window's end; see `decide`)."""
+        limit = decision.limit
         if limit != self._limit and limit > 0:
             self._limit = limit
             self._pacer.set_rate(self.share)
+        self._ahead = decision.reset_after
+        self._failing = False
 
     def decide(
         self, permits: int, need: int, max_wait: float, acquiring: bool, error: BackendUnavailable
@@ -101,6 +122,14 @@ class FailurePolicy:
         if self.mode == FAIL_CLOSED:
             raise error
         self._warn(error)
+        if self.mode == FAIL_BOUNDED and not self._failing:
+            # The first failure of an outage: the permits the fleet took from Redis are still
+            # being spent, up to about as far ahead of the outage's start as they were of the
+            # last answer (the fleet kept taking them until then). The outage began between
+            # that answer and now: local grants wait half of that reach, so that they neither
+            # pile onto the fleet's permits nor leave a long silence after them.
+            self._failing = True
+            self._pacer.hold_until(time.monotonic() + self._ahead / 2)
         if self.mode == FAIL_OPEN or not acquiring:
             granted = permits if acquiring else 0
             return Decision(
