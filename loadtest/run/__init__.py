@@ -21,6 +21,6 @@ The parts: ``_locust`` runs Locust, ``_monitor`` samples Redis meanwhile, ``_che
 calls the stub received against the limit, ``_report`` writes the results down.
 """
 
-from ._checks import ScenarioResult, checks_for, scenario_result, utilisation
+from ._checks import ScenarioResult, burst_limit, checks_for, scenario_result, utilisation
 
-__all__ = ["ScenarioResult", "checks_for", "scenario_result", "utilisation"]
+__all__ = ["ScenarioResult", "burst_limit", "checks_for", "scenario_result", "utilisation"]
