@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench
 
 loadtest: $(STAMP)
-	$(PY) -m loadtest.run
+	$(PY) -m loadtest.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .pytest_cache .ruff_cache
