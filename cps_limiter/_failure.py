@@ -101,7 +101,8 @@ class FailurePolicy:
         if self.mode == FAIL_CLOSED:
             raise error
         self._warn(error)
-        if self.mode == FAIL_OPEN or not acquiring:
+        # A request for no permits takes no slot of the pacer: allowed, as Redis would.
+        if self.mode == FAIL_OPEN or not acquiring or permits == 0:
             granted = permits if acquiring else 0
             return Decision(
                 allowed=True,
