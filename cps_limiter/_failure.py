@@ -60,6 +60,10 @@ class LocalPacer:
             self._next = first + count * self._interval
         return tuple(first - now + k * self._interval for k in range(count))
 
+    def fits(self, permits: int, max_wait: float) -> bool:
+        """Whether ``permits`` consecutive slots fit within ``max_wait`` when the first is now."""
+        return math.floor(max_wait / self._interval + 1e-9) + 1 >= permits
+
     def wait(self) -> float:
         """Seconds until the next slot."""
         return max(self._next - time.monotonic(), 0.0)
@@ -116,7 +120,9 @@ class FailurePolicy:
         moments = self._pacer.take(permits, need, max_wait)
         if not moments:
             wait = self._pacer.wait()
-            return Decision(False, 0, self._limit, 0, wait, wait, fail_open=True)
+            # As Redis says it: permits spaced wider than max_wait are never granted together.
+            retry = wait if self._pacer.fits(need, max_wait) else math.inf
+            return Decision(False, 0, self._limit, 0, retry, wait, fail_open=True)
         first = moments[0]
         return Decision(
             allowed=True,

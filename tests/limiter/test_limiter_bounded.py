@@ -88,11 +88,30 @@ def test_partial_grants_only_the_local_slots_within_max_wait(bounded: SyncFacade
     assert (decision.granted, decision.fail_open) == (3, True)
 
 
-def test_all_or_nothing_beyond_max_wait_is_denied_and_takes_no_slot(bounded: SyncFacade) -> None:
+def test_a_denied_request_takes_no_slot(bounded: SyncFacade) -> None:
     denied = bounded.acquire(permits=5, max_wait=2.5 * INTERVAL)
     after = bounded.acquire()
     assert (denied.allowed, denied.granted, denied.fail_open) == (False, 0, True)
     assert (after.allowed, after.waited) == (True, 0.0)
+
+
+def test_all_or_nothing_spanning_more_than_max_wait_is_denied_for_ever(
+    bounded: SyncFacade,
+) -> None:
+    decision = bounded.acquire(permits=4, max_wait=2.5 * INTERVAL)
+    assert (decision.allowed, decision.fail_open) == (False, True)
+    assert decision.retry_after == float("inf")
+
+
+def test_all_or_nothing_that_fits_max_wait_but_not_yet_says_when_its_first_slot_is_free(
+    bounded: SyncFacade,
+) -> None:
+    started = time.monotonic()
+    assert bounded.acquire().allowed
+    decision = bounded.acquire(permits=3, max_wait=2.5 * INTERVAL)
+    elapsed = time.monotonic() - started
+    assert (decision.allowed, decision.fail_open) == (False, True)
+    assert INTERVAL - elapsed <= decision.retry_after <= INTERVAL
 
 
 def test_a_request_for_no_permits_is_allowed(bounded: SyncFacade) -> None:
