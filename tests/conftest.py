@@ -111,17 +111,28 @@ class SyncFacade:
         return float(seconds) + float(micros) / 1e6
 
 
+PATIENT = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+"""Client timeouts of seconds, not the limiter's fail-fast 0.1 s, for ``make(...,
+patient=True)``: a test of what Redis decides must not see a busy machine's slow answer fail
+open."""
+PATIENT_DECISION_TIMEOUT = 5.0
+
+
 @contextlib.contextmanager
 def _limiters(kind: str, prefix: str) -> Iterator[Callable[..., SyncFacade]]:
-    """``make(url, strategy, **options)``: limiters of ``kind`` (sync or async) on any URL,
-    seen through one interface, closed at the end."""
+    """``make(url, strategy, patient=False, **options)``: limiters of ``kind`` (sync or async)
+    on any URL, seen through one interface, closed at the end."""
     import asyncio
 
     runner = asyncio.Runner() if kind == "async" else None
     made: list[Limiter | AsyncLimiter] = []
 
-    def make(url: str, strategy: Strategy, **options: Any) -> SyncFacade:
+    def make(url: str, strategy: Strategy, *, patient: bool = False, **options: Any) -> SyncFacade:
         options.setdefault("prefix", prefix)
+        if patient:
+            options.update(PATIENT)
+            if runner is not None:
+                options["decision_timeout"] = PATIENT_DECISION_TIMEOUT
         if runner is None:
             limiter: Limiter | AsyncLimiter = Limiter.from_url(url, strategy, **options)
         else:
@@ -175,7 +186,15 @@ async def async_redis(redis_server: RedisServer) -> AsyncIterator[Any]:
 
 
 SERVER_FIXTURES = frozenset(
-    {"redis_server", "redis_url", "raw_redis", "async_redis", "local_cluster", "real_redis"}
+    {
+        "redis_server",
+        "redis_url",
+        "raw_redis",
+        "async_redis",
+        "local_cluster",
+        "real_redis",
+        "own_redis",
+    }
 )
 """Fixtures that start a redis-server (or a cluster of them): tests that use one, directly or
 through another fixture, are left out of the fast lane."""

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from cps_limiter import FixedWindow, Limiter, PacedWindow, SlidingWindow, Strategy, TokenBucket
-from tests.support.paced import US, next_free
+from tests.support.paced import US
 
 PROCESSES = 8
 THREADS = 8
@@ -118,6 +118,12 @@ def pace_hammer(url: str, prefix: str) -> tuple[int, int]:
     return sum(granted), sum(failed_open)
 
 
+def redis_clock(client: redis.Redis) -> int:
+    """The Redis clock now, in unix microseconds."""
+    seconds, micros = client.time()
+    return int(seconds) * US + int(micros)
+
+
 class CounterWatch:
     """Reads the counters of the last, this and the next second every POLL_SECONDS on a thread
     of its own, and keeps the highest value each reached."""
@@ -154,19 +160,19 @@ def test_paced_permits_from_many_processes_are_counted_exactly_and_keep_each_sec
     redis_url: str, prefix: str
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    seconds, micros = client.time()
-    started = int(seconds) * US + int(micros)
+    started = redis_clock(client)
     context = multiprocessing.get_context("spawn")
     with CounterWatch(client, prefix) as watch:
         with ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
             futures = [pool.submit(pace_hammer, redis_url, prefix) for _ in range(PROCESSES)]
             results = [future.result() for future in futures]
-        free = next_free(client.get(f"{prefix}:pace"))
-        assert free is not None
-        watch.read(range(started // US, free // US + 1))
+        # Every acquire slept until its permit's moment before returning: none is later.
+        ended = redis_clock(client)
+        watch.read(range(started // US, ended // US + 1))
     client.close()
     granted = sum(permits for permits, _ in results)
     assert sum(failed for _, failed in results) == 0
     assert sum(watch.counts.values()) == granted
     assert max(watch.counts.values()) == PACED_LIMIT
-    assert granted * PACED_SPACING_US <= free - started
+    # The moments, one spacing apart at least, all fit between the start and the end.
+    assert (granted - 1) * PACED_SPACING_US <= ended - started

@@ -8,6 +8,7 @@ others are the grant's ``schedule`` before that.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 import redis
 
 from cps_limiter import AdaptivePolicy, AsyncLimiter, Decision, Limiter, PacedWindow
-from tests.conftest import SyncFacade
+from tests.conftest import PATIENT, PATIENT_DECISION_TIMEOUT, SyncFacade
 from tests.support.paced import US, next_free
 
 LIMIT = 20
@@ -83,6 +84,12 @@ def paced_calls(
     return calls
 
 
+@pytest.fixture
+def make_paced(make_limiter: MakeLimiter) -> MakeLimiter:
+    """`make_limiter` with patient timeouts: these tests are about what Redis decides."""
+    return functools.partial(make_limiter, patient=True)
+
+
 MIXED = [(1, False, 1.0), (3, False, 1.0), (4, True, 0.2), (1, False, 1.0), (2, True, 0.3)]
 """Requests that each wait for the pacer, granting one or several permits."""
 
@@ -91,9 +98,9 @@ MIXED = [(1, False, 1.0), (3, False, 1.0), (4, True, 0.2), (1, False, 1.0), (2, 
 
 
 def test_each_permit_is_counted_in_the_counter_of_the_second_it_falls_in(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     decision = limiter.acquire(permits=50, max_wait=3.0)  # 2.45 s of moments
     moments = moments_of(decision, pace(limiter))
     expected = Counter(moment // US for moment in moments)
@@ -103,9 +110,9 @@ def test_each_permit_is_counted_in_the_counter_of_the_second_it_falls_in(
 
 
 def test_a_caller_that_keeps_asking_fills_a_second_to_the_limit_and_never_past_it(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     counts: dict[int, int] = {}
     granted = 0
     # Each call reserves what fits in half a second of the pacer's future: 2.2 s in all.
@@ -116,9 +123,9 @@ def test_a_caller_that_keeps_asking_fills_a_second_to_the_limit_and_never_past_i
 
 
 def test_a_lower_cap_mid_window_puts_nothing_more_in_a_window_already_at_it(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT), adaptive=AdaptivePolicy())
+    limiter = make_paced(PacedWindow(LIMIT), adaptive=AdaptivePolicy())
     first = limiter.acquire(permits=10, max_wait=1.0)
     seconds = {moment // US for moment in moments_of(first, pace(limiter))}
     full = {second for second in seconds if counter(limiter, second) >= 4}
@@ -131,8 +138,8 @@ def test_a_lower_cap_mid_window_puts_nothing_more_in_a_window_already_at_it(
     assert all(counter(limiter, second) <= 4 for second in later)
 
 
-def test_every_key_expires_by_itself(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+def test_every_key_expires_by_itself(make_paced: MakeLimiter) -> None:
+    limiter = make_paced(PacedWindow(LIMIT))
     decision = limiter.acquire(permits=50, max_wait=3.0)
     free = pace(limiter)
     now = server_us(limiter)
@@ -154,9 +161,9 @@ def test_every_key_expires_by_itself(make_limiter: MakeLimiter) -> None:
 
 
 def test_consecutive_permits_are_at_least_one_spacing_apart_on_the_redis_clock(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     moments = [moment for call in paced_calls(limiter, MIXED) for moment in call.moments]
     gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
     assert len(moments) >= len(MIXED) + 3
@@ -164,25 +171,25 @@ def test_consecutive_permits_are_at_least_one_spacing_apart_on_the_redis_clock(
 
 
 def test_no_permit_has_a_moment_before_the_call_that_granted_it(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     calls = paced_calls(limiter, MIXED)
     assert all(call.decision.waited >= 0 for call in calls)
     assert all(call.moments[0] >= call.before for call in calls)
 
 
 def test_acquire_returns_no_earlier_than_its_first_permits_moment(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     calls = paced_calls(limiter, MIXED)
     assert all(call.after >= call.moments[0] for call in calls)
     assert any(call.decision.waited > 0 for call in calls)
 
 
-def test_the_schedule_starts_at_zero_and_steps_by_the_spacing(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+def test_the_schedule_starts_at_zero_and_steps_by_the_spacing(make_paced: MakeLimiter) -> None:
+    limiter = make_paced(PacedWindow(LIMIT))
     for call in paced_calls(limiter, MIXED):
         schedule = call.decision.schedule or (0.0,)
         assert schedule == tuple(k * SPACING_US / US for k in range(call.decision.granted))
@@ -192,9 +199,9 @@ def test_the_schedule_starts_at_zero_and_steps_by_the_spacing(make_limiter: Make
     ("headroom", "spacing_us"), [(0.0, 50_000), (0.03, 51_500), (0.25, 62_500)]
 )
 def test_the_headroom_widens_the_spacing(
-    make_limiter: MakeLimiter, headroom: float, spacing_us: int
+    make_paced: MakeLimiter, headroom: float, spacing_us: int
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT, headroom=headroom))
+    limiter = make_paced(PacedWindow(LIMIT, headroom=headroom))
     decision = limiter.acquire(permits=4, max_wait=1.0)
     assert decision.schedule == tuple(k * spacing_us / US for k in range(4))
 
@@ -202,26 +209,26 @@ def test_the_headroom_widens_the_spacing(
 # --- max_wait: what fits, what never will, and when to come back ---------------------------------
 
 
-def test_partial_grants_only_the_slots_within_max_wait(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+def test_partial_grants_only_the_slots_within_max_wait(make_paced: MakeLimiter) -> None:
+    limiter = make_paced(PacedWindow(LIMIT))
     decision = limiter.acquire(permits=10, partial=True, max_wait=0.12)
     assert (decision.allowed, decision.granted) == (True, 3)
     assert decision.schedule == (0.0, 0.05, 0.1)
 
 
 def test_all_or_nothing_spanning_more_than_max_wait_is_denied_for_ever(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     decision = limiter.acquire(permits=10, max_wait=0.12)
     assert (decision.allowed, decision.granted, decision.retry_after) == (False, 0, float("inf"))
     assert pace(limiter) is None  # nothing taken
 
 
 def test_all_or_nothing_that_fits_max_wait_but_not_yet_says_when_its_first_slot_is_free(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     started = time.monotonic()
     assert limiter.acquire().allowed
     # Three permits span 0.1 s, within 0.12; the first free slot is one spacing away.
@@ -232,9 +239,9 @@ def test_all_or_nothing_that_fits_max_wait_but_not_yet_says_when_its_first_slot_
 
 
 def test_a_single_permit_right_after_another_is_denied_for_about_one_spacing(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+    limiter = make_paced(PacedWindow(LIMIT))
     started = time.monotonic()
     assert limiter.acquire().allowed
     decision = limiter.acquire()
@@ -244,10 +251,10 @@ def test_a_single_permit_right_after_another_is_denied_for_about_one_spacing(
 
 
 def test_a_max_wait_exactly_covering_the_permits_spacing_grants_them(
-    make_limiter: MakeLimiter,
+    make_paced: MakeLimiter,
 ) -> None:
     # 41 spacings of 1/80 s are 0.5125 s, which a double holds as a hair less.
-    limiter = make_limiter(PacedWindow(80))
+    limiter = make_paced(PacedWindow(80))
     decision = limiter.acquire(permits=42, max_wait=41 / 80)
     assert (decision.allowed, decision.granted) == (True, 42)
 
@@ -255,8 +262,8 @@ def test_a_max_wait_exactly_covering_the_permits_spacing_grants_them(
 # --- peek, reset, the names of the keys ----------------------------------------------------------
 
 
-def test_peek_consumes_nothing(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+def test_peek_consumes_nothing(make_paced: MakeLimiter) -> None:
+    limiter = make_paced(PacedWindow(LIMIT))
     assert limiter.peek().allowed
     assert pace(limiter) is None
     limiter.acquire(permits=3, max_wait=1.0)
@@ -268,8 +275,8 @@ def test_peek_consumes_nothing(make_limiter: MakeLimiter) -> None:
     assert [limiter.command("GET", key) for key in keys] == values
 
 
-def test_reset_forgets_the_pacer_and_the_counters(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(PacedWindow(LIMIT))
+def test_reset_forgets_the_pacer_and_the_counters(make_paced: MakeLimiter) -> None:
+    limiter = make_paced(PacedWindow(LIMIT))
     limiter.acquire(permits=30, max_wait=2.0)
     limiter.reset()
     assert limiter.command("KEYS", f"{limiter.limiter.prefix}*") == []
@@ -279,10 +286,10 @@ def test_reset_forgets_the_pacer_and_the_counters(make_limiter: MakeLimiter) -> 
 
 @pytest.mark.parametrize("window", [1, 11])
 def test_the_counter_is_named_after_its_windows_start_in_unix_seconds(
-    make_limiter: MakeLimiter, window: int
+    make_paced: MakeLimiter, window: int
 ) -> None:
     """As the fixed window names its counters (``cps:<ts>``), for any window."""
-    limiter = make_limiter(PacedWindow(LIMIT, window=window))
+    limiter = make_paced(PacedWindow(LIMIT, window=window))
     before = server_us(limiter) // US
     limiter.acquire()
     after = server_us(limiter) // US
@@ -308,7 +315,7 @@ def test_a_decision_is_one_evalsha(
     partial: bool,
     max_wait: float,
 ) -> None:
-    limiter = Limiter.from_url(redis_url, PacedWindow(LIMIT), prefix=prefix)
+    limiter = Limiter.from_url(redis_url, PacedWindow(LIMIT), prefix=prefix, **PATIENT)
     limiter.peek()  # loads the script
     before = raw_redis.info("commandstats")
     limiter.acquire(permits=permits, partial=partial, max_wait=max_wait)
@@ -327,9 +334,15 @@ async def test_sync_and_async_give_the_same_decisions(backend_url: str, prefix: 
     # An hour's window: the spacing is 15 minutes, so that nothing a test does in between
     # moves a decision by more than the tolerance, and every grant's first permit is now.
     strategy = PacedWindow(4, window=3600)
-    options = {"deny_cache": False}
+    options = {"deny_cache": False, **PATIENT}
     sync = Limiter.from_url(backend_url, strategy, prefix=f"{prefix}s", **options)
-    asyn = AsyncLimiter.from_url(backend_url, strategy, prefix=f"{prefix}a", **options)
+    asyn = AsyncLimiter.from_url(
+        backend_url,
+        strategy,
+        prefix=f"{prefix}a",
+        decision_timeout=PATIENT_DECISION_TIMEOUT,
+        **options,
+    )
     requests = [
         (1, False, 0.0), (1, False, 0.0), (3, False, 1000.0), (3, True, 0.0), (0, False, 0.0),
         None, (3, False, 2000.0), (2, True, 0.0),
