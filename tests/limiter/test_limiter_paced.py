@@ -50,7 +50,7 @@ def counter(limiter: SyncFacade, second: int) -> int:
 
 def server_us(limiter: SyncFacade) -> int:
     """The Redis clock now, in unix microseconds."""
-    seconds, micros = limiter._run(limiter.limiter.client.time())
+    seconds, micros = limiter.command("TIME")
     return int(seconds) * US + int(micros)
 
 
@@ -91,7 +91,8 @@ def make_paced(make_limiter: MakeLimiter) -> MakeLimiter:
 
 
 MIXED = [(1, False, 1.0), (3, False, 1.0), (4, True, 0.2), (1, False, 1.0), (2, True, 0.3)]
-"""Requests that each wait for the pacer, granting one or several permits."""
+"""Requests made one after another: all but the first wait for the pacer, and each grants one
+or several permits."""
 
 
 # --- The counters --------------------------------------------------------------------------------
