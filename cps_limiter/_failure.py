@@ -72,13 +72,16 @@ class LocalPacer:
 class FailurePolicy:
     """The decision a limiter gives in place of Redis's, and the warning it logs."""
 
-    def __init__(self, mode: str, capacity: int, strategy_name: str, peers: int) -> None:
+    def __init__(
+        self, mode: str, capacity: int, interval: float, strategy_name: str, peers: int
+    ) -> None:
         if mode not in FAIL_MODES:
             raise ConfigurationError(
                 f"fail_mode must be one of {', '.join(map(repr, FAIL_MODES))}, got {mode!r}"
             )
         self.mode = mode
         self._limit = capacity
+        self._interval = interval
         self._strategy_name = strategy_name
         self._peers = positive_int("peers", peers)
         self._pacer = LocalPacer(self.share)
@@ -87,7 +90,7 @@ class FailurePolicy:
     @property
     def share(self) -> float:
         """Permits per second this process may grant while Redis is down (``bounded``)."""
-        return self._limit / self._peers
+        return self._limit / self._interval / self._peers
 
     def set_peers(self, peers: int) -> None:
         self._peers = positive_int("peers", peers)

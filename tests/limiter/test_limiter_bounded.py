@@ -198,3 +198,18 @@ def test_a_bounded_decision_against_a_stalled_redis_takes_at_most_250_ms(
     assert all(decision.fail_open for _, decision in timed)
     assert timed[0][1].allowed
     assert max(seconds for seconds, _ in timed) <= DECISION_BOUND
+
+
+def test_the_share_counts_the_limit_over_its_window_not_per_second(
+    make_limiter_on: MakeLimiterOn, dead_url: str
+) -> None:
+    # 120 a minute shared by 4: this process may grant one every 2 s, not 30 a second.
+    limiter = make_limiter_on(
+        dead_url, FixedWindow(120, window=60), fail_mode="bounded", peers=PEERS
+    )
+    limiter.acquire()
+
+    denied = limiter.acquire()
+
+    assert (denied.allowed, denied.fail_open) == (False, True)
+    assert denied.retry_after == pytest.approx(2.0, abs=0.05)
