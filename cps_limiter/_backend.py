@@ -31,7 +31,7 @@ LOG_INTERVAL = 1.0
 """Seconds between two log lines of one kind from one limiter: an outage logs a line a
 second, not one per decision."""
 CIRCUIT_OPEN = "circuit open"
-RETRY_WITHIN = 0.12
+RETRY_WITHIN = 0.11
 """Seconds into a call that failed on its connection within which it is sent once more, on a
 fresh connection: a pooled connection can die while idle (a NAT that dropped the flow, a Lambda
 sandbox frozen between invocations) and fail its next command, reset or silent, though Redis is

@@ -30,6 +30,9 @@ DEFAULT_PREFIX = "cps"
 DENY_CACHE_SECONDS = 1.0
 """The longest a denial is served from the local cache: a reset, a restart or a new limit
 elsewhere is noticed within it."""
+REQUEST_LIFETIME_MS = 1000
+"""How long after it was sent Redis may still run a request: far beyond the 250 ms a caller
+waits, so that a host clock within a second of Redis's never has a live request refused."""
 MAX_CACHED_REQUESTS = 4096
 """Prepared script calls a limiter keeps (one per scope, permits, partial and mode); the cache
 starts over when full, so a limiter with unbounded scopes stays bounded in memory."""
@@ -76,7 +79,7 @@ class _Shape:
     head: tuple[str | int, ...]
     """EVALSHA's sha, number of keys, keys, and the ARGV before max_wait."""
     tail: tuple[str, ...]
-    """The ARGV after max_wait."""
+    """The ARGV after max_wait, the mode and the deadline: the adaptive prelude's."""
     need: int
 
 
@@ -117,7 +120,9 @@ class LimiterCore:
         self._client = client
         self._strategy = strategy
         self._prefix = key_part("prefix", prefix)
-        self._failure = FailurePolicy(fail_mode, strategy.capacity, strategy.name, peers)
+        self._failure = FailurePolicy(
+            fail_mode, strategy.capacity, strategy.interval, strategy.name, peers
+        )
         breaker = CircuitBreaker(failure_threshold, recovery_time)
         self._backend = Backend(client, breaker, deadline=self._deadline(decision_timeout))
         self._cluster = is_cluster(client)
@@ -182,7 +187,12 @@ class LimiterCore:
             if len(self._shapes) >= MAX_CACHED_REQUESTS:
                 self._shapes.clear()
             self._shapes[signature] = shape
-        evalsha = (*shape.head, repr(max_wait), *shape.tail)
+        # The caller gives up on a request long before this; a server that stalled and resumes
+        # refuses it rather than grant capacity nobody will use.
+        deadline = (
+            str(time.time_ns() // 1_000_000 + REQUEST_LIFETIME_MS) if mode == ACQUIRE else "0"
+        )
+        evalsha = (*shape.head, repr(max_wait), mode, deadline, *shape.tail)
         return Request(shape.base, evalsha, permits, shape.need, max_wait, mode)
 
     def _shape(self, scope: str | None, permits: int, partial: bool, mode: str) -> _Shape:
@@ -199,7 +209,7 @@ class LimiterCore:
             "1" if partial else "0",
         )
         need = min(permits, 1) if partial else permits
-        return _Shape(base, head, (mode, *self._adaptive_arguments), need)
+        return _Shape(base, head, tuple(self._adaptive_arguments), need)
 
     def _cached_denial(self, request: Request) -> Decision | None:
         """A denial that Redis gave for this key and is still true: the key is exhausted until

@@ -60,6 +60,10 @@ class LocalPacer:
             self._next = first + count * self._interval
         return tuple(first - now + k * self._interval for k in range(count))
 
+    def fits(self, permits: int, max_wait: float) -> bool:
+        """Whether ``permits`` consecutive slots fit within ``max_wait`` when the first is now."""
+        return math.floor(max_wait / self._interval + 1e-9) + 1 >= permits
+
     def wait(self) -> float:
         """Seconds until the next slot."""
         return max(self._next - time.monotonic(), 0.0)
@@ -68,13 +72,16 @@ class LocalPacer:
 class FailurePolicy:
     """The decision a limiter gives in place of Redis's, and the warning it logs."""
 
-    def __init__(self, mode: str, capacity: int, strategy_name: str, peers: int) -> None:
+    def __init__(
+        self, mode: str, capacity: int, interval: float, strategy_name: str, peers: int
+    ) -> None:
         if mode not in FAIL_MODES:
             raise ConfigurationError(
                 f"fail_mode must be one of {', '.join(map(repr, FAIL_MODES))}, got {mode!r}"
             )
         self.mode = mode
         self._limit = capacity
+        self._interval = interval
         self._strategy_name = strategy_name
         self._peers = positive_int("peers", peers)
         self._pacer = LocalPacer(self.share)
@@ -83,7 +90,7 @@ class FailurePolicy:
     @property
     def share(self) -> float:
         """Permits per second this process may grant while Redis is down (``bounded``)."""
-        return self._limit / self._peers
+        return self._limit / self._interval / self._peers
 
     def set_peers(self, peers: int) -> None:
         self._peers = positive_int("peers", peers)
@@ -101,7 +108,8 @@ class FailurePolicy:
         if self.mode == FAIL_CLOSED:
             raise error
         self._warn(error)
-        if self.mode == FAIL_OPEN or not acquiring:
+        # A request for no permits takes no slot of the pacer: allowed, as Redis would.
+        if self.mode == FAIL_OPEN or not acquiring or permits == 0:
             granted = permits if acquiring else 0
             return Decision(
                 allowed=True,
@@ -115,7 +123,9 @@ class FailurePolicy:
         moments = self._pacer.take(permits, need, max_wait)
         if not moments:
             wait = self._pacer.wait()
-            return Decision(False, 0, self._limit, 0, wait, wait, fail_open=True)
+            # As Redis says it: permits spaced wider than max_wait are never granted together.
+            retry = wait if self._pacer.fits(need, max_wait) else math.inf
+            return Decision(False, 0, self._limit, 0, retry, wait, fail_open=True)
         first = moments[0]
         return Decision(
             allowed=True,

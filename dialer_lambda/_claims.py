@@ -79,6 +79,9 @@ class ClaimStore:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.set(key, owner, nx=True, ex=self.ttl)
+                # Whose the claim is, read back: a round trip retried after Redis ran it (a
+                # reply lost to a dead connection) finds its own claim, which is no repeat.
+                pipe.get(key)
             pipe.zadd(self.fleet_key, {self.container: now})
             pipe.zremrangebyscore(self.fleet_key, "-inf", now - window)
             pipe.zcard(self.fleet_key)
@@ -86,7 +89,15 @@ class ClaimStore:
             return list(pipe.execute())
 
         replies = self.limiter.run(claim_all)
-        return [bool(reply) for reply in replies[: len(keys)]], max(int(replies[-2]), 1)
+        mine = owner.encode()
+        holders = replies[1 : 2 * len(keys) : 2]
+        # The same task twice in one batch: its first place holds the claim, the second repeats.
+        seen: set[str] = set()
+        fresh = []
+        for key, holder in zip(keys, holders, strict=True):
+            fresh.append(holder in (owner, mine) and key not in seen)
+            seen.add(key)
+        return fresh, max(int(replies[-2]), 1)
 
     def release(self, keys: Sequence[str]) -> None:
         """Give up claims whose dial surely never reached the worker, so a retry may dial.
@@ -119,7 +130,9 @@ def claim(batch: Batch, ready: list[int]) -> list[int]:
     if not keys:
         return []
     try:
-        fresh, containers = store.claim(keys, f"{batch.request_id}@{time.time_ns() // 1_000_000}")
+        # Unique to this batch, as it recognises its own claims by it.
+        owner = f"{batch.request_id}@{time.time_ns() // 1_000_000}/{uuid.uuid4().hex[:8]}"
+        fresh, containers = store.claim(keys, owner)
     except BackendUnavailable as error:
         closed = batch.dialer.settings.fail_mode == "closed"
         batch.redis_down(

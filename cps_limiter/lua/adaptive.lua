@@ -13,6 +13,9 @@
 -- ARGV[#ARGV - 3]  answer-rate floor (0..1) and ARGV[#ARGV - 2] the factor below it
 -- ARGV[#ARGV - 1]  seconds after which a health report is stale and ignored
 -- Defines         adaptive_factor(now_seconds) -> (factor for the base limit, cap or nil)
+--                 past_deadline(time, deadline) -> an error reply when TIME is past the
+--                 caller's deadline, else nil: a request that waited on a stalled server while
+--                 its caller gave up must not take capacity when the server resumes
 
 local function adaptive_factor(now)
   local n = #ARGV
@@ -36,3 +39,11 @@ local function adaptive_factor(now)
   return factor, cap
 end
 
+
+local function past_deadline(time, deadline)
+  local at = tonumber(deadline) or 0
+  if at > 0 and tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000 > at then
+    return redis.error_reply("LATE the caller's deadline passed before Redis ran the request")
+  end
+  return nil
+end

@@ -10,6 +10,8 @@
 -- ARGV[4]  "1": partial (grant what is free, up to permits); "0": all or nothing
 -- ARGV[5]  max_wait: seconds (float >= 0) a grant may be reserved ahead, in a later window
 -- ARGV[6]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- ARGV[7]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a
+--          request that arrives after it is refused with an error and writes nothing
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
@@ -26,6 +28,10 @@ local mode = ARGV[6]
 local MAX_WINDOWS_AHEAD = 64
 
 local time = redis.call("TIME")
+local late = past_deadline(time, ARGV[7])
+if late then
+  return late
+end
 local sec = tonumber(time[1])
 local start = sec - (sec % window)
 local elapsed = (sec - start) + tonumber(time[2]) / 1000000

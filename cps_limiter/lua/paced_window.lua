@@ -13,6 +13,8 @@
 -- ARGV[5]  "1": partial (grant the free slots up to max_wait, up to permits); "0": all or nothing
 -- ARGV[6]  max_wait: seconds (float >= 0); every granted permit's moment is at most this far ahead
 -- ARGV[7]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- ARGV[8]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a
+--          request that arrives after it is refused with an error and writes nothing
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait, offsets}:
 --          retry_after, reset_after and wait are seconds as strings, because Redis truncates Lua
 --          numbers to integers. wait is when the first granted permit may be used; offsets holds
@@ -41,6 +43,10 @@ local EPOCH = 1767225600
 local US = 1000000
 
 local time = redis.call("TIME")
+local late = past_deadline(time, ARGV[8])
+if late then
+  return late
+end
 local sec = tonumber(time[1])
 local now = (sec - EPOCH) * US + tonumber(time[2])
 local factor, cap = adaptive_factor(sec)
@@ -48,8 +54,10 @@ limit = math.max(math.floor((cap or limit) * factor), 1)
 local window_us = window * US
 local spacing = math.ceil(window_us * (1 + headroom) / limit)
 
+-- Windows start where the fixed window's do, at multiples of `window` in unix seconds.
+local epoch_phase = (EPOCH % window) * US
 local function start_of(t)
-  return t - (t % window_us)
+  return t - ((t + epoch_phase) % window_us)
 end
 
 local function counter(start)
@@ -91,7 +99,9 @@ if want == 0 then
 end
 
 -- The slots: from the next free moment on, `spacing` apart, skipping windows already full.
-local horizon = now + math.floor(max_wait * US)
+-- To the nearest microsecond: a max_wait of exactly n spacings may be a hair less as a double.
+local max_wait_us = math.floor(max_wait * US + 0.5)
+local horizon = now + max_wait_us
 local last_window = now_start + MAX_WINDOWS_AHEAD * window_us
 local slots = {}
 local first = nil
@@ -114,7 +124,7 @@ end
 local need = partial and 1 or want
 if mode == "peek" or #slots < need then
   local retry = "inf"
-  if first ~= nil and (need - 1) * spacing <= max_wait * US then
+  if first ~= nil and (need - 1) * spacing <= max_wait_us then
     retry = seconds(first - now)
   end
   if mode == "peek" then

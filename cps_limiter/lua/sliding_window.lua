@@ -11,6 +11,8 @@
 -- ARGV[4]  "1": partial (grant what is free, up to permits); "0": all or nothing
 -- ARGV[5]  max_wait: seconds (float >= 0) a grant may be reserved ahead
 -- ARGV[6]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- ARGV[7]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a
+--          request that arrives after it is refused with an error and writes nothing
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
@@ -34,6 +36,10 @@ if mode == "reset" then
 end
 
 local time = redis.call("TIME")
+local late = past_deadline(time, ARGV[7])
+if late then
+  return late
+end
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local factor, cap = adaptive_factor(tonumber(time[1]))
 limit = math.max(math.floor((cap or limit) * factor), 1)

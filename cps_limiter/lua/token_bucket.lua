@@ -9,6 +9,8 @@
 -- ARGV[5]  "1": partial (grant what is free, up to permits, as redis_rate's AllowAtMost)
 -- ARGV[6]  max_wait: seconds (float >= 0) a grant may be scheduled ahead
 -- ARGV[7]  mode: "acquire", "peek" (decide for one permit, write nothing) or "reset"
+-- ARGV[8]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a
+--          request that arrives after it is refused with an error and writes nothing
 -- Reply    {allowed (0/1), granted, limit (the rate in force, rounded down), remaining (of the burst),
 --          retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
@@ -33,6 +35,10 @@ end
 -- Counting from a recent epoch keeps sub-microsecond precision in a double.
 local EPOCH = 1767225600
 local time = redis.call("TIME")
+local late = past_deadline(time, ARGV[8])
+if late then
+  return late
+end
 local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
 local factor, cap = adaptive_factor(tonumber(time[1]))
 if cap ~= nil or factor ~= 1 then

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from loadtest._probe import SAMPLED_RATIO
 from loadtest._tasks import BATCH
+from loadtest.runtime.process import cold_start_seconds
 from loadtest.servers import worker_stub_process
 
 from ._measure import Comparison, Contender, Session
@@ -55,6 +56,7 @@ def dialer(session: Session) -> None:
     worker = session.stack.enter_context(worker_stub_process(WORKER_DELAY_MS))
     _batches(session, worker)
     _cold_start(session)
+    _runtime_cold_start(session, worker)
     _peak_memory(session, worker)
 
 
@@ -111,6 +113,34 @@ def _cold_start(session: Session) -> None:
                 Contender("import redis, httpx", imports("redis,httpx")),
                 Contender("import dialer_lambda.handler", imports("dialer_lambda.handler")),
             ],
+            session.process_rounds,
+            higher_is_better=False,
+        )
+    )
+
+
+def _runtime_cold_start(session: Session, worker: str) -> None:
+    """As Lambda starts a container: the runtime client, the handler's import and clients, and
+    a first one-task batch, timed to its response on the Runtime API."""
+
+    def cold() -> float:
+        prefix = session.prefix("c")
+        env = {
+            "REDIS_URL": session.url,
+            "NODE_WORKER_URL": worker,
+            "CPS_KEY_PREFIX": f"{prefix}-cps",
+            "IDEMPOTENCY_KEY_PREFIX": f"{prefix}-claim",
+        }
+        return cold_start_seconds(env) * 1000
+
+    session.add(
+        Comparison(
+            "runtime-cold-start",
+            "Cold start under the Lambda runtime client (awslambdaric): process start to the "
+            "first batch's response",
+            "ms",
+            "first response",
+            [Contender("first response", cold, note="Runtime API emulator on loopback")],
             session.process_rounds,
             higher_is_better=False,
         )

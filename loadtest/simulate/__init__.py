@@ -1,8 +1,10 @@
 """A campaign, simulated end to end: ``python -m loadtest.simulate`` (``make demo``).
 
 The real handler (`dialer_lambda.handler`) runs in many concurrent invocations, in threads, over
-a few thousand synthetic dial tasks, against ``memory://`` and the worker stub started in this
-process (or a real Redis and worker given by ``--redis-url`` and ``--worker-url``).
+synthetic dial tasks, against ``memory://`` and the worker stub started in a process of its own
+(or a real Redis and worker given by ``--redis-url`` and ``--worker-url``). By default the
+strategy is the dialer's own default, the invocations ask for twice MAX_CPS permits at once,
+and the tasks last about 15 seconds at the limit.
 
 A small model of the pipe sits in front of it: a queue of messages taken in batches of 10;
 the tasks a result lists in ``batchItemFailures`` (or the whole batch, when the handler raises)
@@ -14,35 +16,68 @@ A health agent reads the worker's own health every 100 ms and reports it to the 
 limiter, whose adaptive policy cuts the pace; ``--cpu-spike-at`` raises the worker's CPU
 mid-run to show it. `Hooks` replaces the agent.
 
-The summary counts the outcomes, the redeliveries, and the pace at the worker: calls per second
-against the limit, and the most calls that arrived within any one second (exact over every
-arrival, not per aligned second). A PNG chart shows the calls per 100 ms against the limit.
+The summary counts the outcomes, the redeliveries, and the pace as a carrier sees it, each
+figure against its target (`targets`): the most calls that arrived at the worker within any
+interval of 1 s and of 100 ms (swept exactly over every arrival, not per aligned second), the
+calls per second while demand exceeded the limit, and the highest per-second counter
+(``cps:<ts>``) the limiter kept in Redis. A PNG chart shows the calls per 100 ms against the
+limit and the 100-ms target; ``python -m loadtest.simulate.compare`` draws two strategies side
+by side.
 """
 
 from loadtest.tasks import make_tasks
 
-from .chart import write_chart
-from .config import STRATEGIES, Hooks, SimulationConfig, StrategyName
+from .chart import Trace, write_chart, write_side_by_side
+from .config import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    Hooks,
+    SimulationConfig,
+    StrategyName,
+    concurrency_for,
+    tasks_for,
+)
+from .counters import CounterWatch
 from .monitor import limit_in_force
-from .pace import Pace, max_in_window, mean_rate, per_bucket, trailing_series
+from .pace import (
+    Pace,
+    max_in_window,
+    mean_rate,
+    mean_trailing,
+    per_bucket,
+    steady_part,
+    trailing_series,
+)
 from .run import build_dialer, main, run_simulation
 from .summary import Summary
+from .targets import Figure, pacing_figures, tenth_target
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "STRATEGIES",
+    "CounterWatch",
+    "Figure",
     "Hooks",
     "Pace",
     "SimulationConfig",
     "StrategyName",
     "Summary",
+    "Trace",
     "build_dialer",
+    "concurrency_for",
     "limit_in_force",
     "main",
     "make_tasks",
     "max_in_window",
     "mean_rate",
+    "mean_trailing",
+    "pacing_figures",
     "per_bucket",
     "run_simulation",
+    "steady_part",
+    "tasks_for",
+    "tenth_target",
     "trailing_series",
     "write_chart",
+    "write_side_by_side",
 ]

@@ -5,24 +5,49 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import Final, cast
 
+from dialer_lambda import Settings
+from dialer_lambda._config import STRATEGIES as DIALER_STRATEGIES
+from dialer_lambda._config import Strategy
 from loadtest.tasks import BATCH, DEFAULT_INVALID_RATE
 from loadtest.worker_stub import StubHealth
 
-StrategyName = Literal["fixed", "sliding", "token"]
-
-STRATEGIES: Final[tuple[StrategyName, ...]] = ("fixed", "sliding", "token")
-DEFAULT_STRATEGY: Final[StrategyName] = "fixed"
-DEFAULT_TASKS: Final = 3000
+StrategyName = Strategy
+STRATEGIES: Final[tuple[StrategyName, ...]] = DIALER_STRATEGIES
+"""The dialer's CPS_STRATEGY values."""
+DEFAULT_STRATEGY: Final = cast(
+    StrategyName, next(field.default for field in fields(Settings) if field.name == "strategy")
+)
+"""The dialer's own default (CPS_STRATEGY unset): the demo shows what a deployment gets."""
 DEFAULT_BATCH_SIZE: Final = 10
 MAX_BATCH_SIZE: Final = BATCH
-DEFAULT_CONCURRENCY: Final = 50
 # High enough that the default run is over in well under a minute, low enough that the pace,
 # not the machine, is what limits it.
 DEFAULT_MAX_CPS: Final = 200
+DEMAND_FACTOR: Final = 2
+"""The invocations together ask for this many seconds' worth of permits at once, so that
+the limiter, not the number of invocations, sets the pace."""
+RUN_SECONDS: Final = 15
+"""Seconds of calls at the limit that the default number of tasks makes."""
+
+
+def tasks_for(max_cps: int) -> int:
+    """The default number of tasks at `max_cps`: `RUN_SECONDS` of calls at the limit."""
+    return RUN_SECONDS * max_cps
+
+
+def concurrency_for(max_cps: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """The default number of concurrent invocations at `max_cps`: enough batches in flight to
+    ask for `DEMAND_FACTOR` times the limit at once."""
+    # A batch size below 1 is refused by `SimulationConfig`, which names it.
+    return math.ceil(DEMAND_FACTOR * max_cps / max(batch_size, 1))
+
+
+DEFAULT_TASKS: Final = tasks_for(DEFAULT_MAX_CPS)
+DEFAULT_CONCURRENCY: Final = concurrency_for(DEFAULT_MAX_CPS)
 DEFAULT_WORKER_DELAY_MS: Final = 50.0
 DEFAULT_WORKER_FAIL_RATE: Final = 0.01
 DEFAULT_DUPLICATE_RATE: Final = 0.01
@@ -61,7 +86,8 @@ class SimulationConfig:
     """CPS_KEY_PREFIX for the handler; None gives each run its own, so that no run (nor the
     health it reports) paces another, and a real Redis's `cps` keys are left alone."""
     worker_url: str | None = None
-    """A worker that is already running; None starts the stub in this process."""
+    """A worker that is already running; None starts the stub in a process of its own, so
+    that the moments it stamps on arrivals are not delayed by this process's threads."""
     out: Path = DEFAULT_OUT
     seed: int = DEFAULT_SEED
     cpu_spike_at: float | None = None
@@ -124,9 +150,14 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
     add = parser.add_argument
     add("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     add("--max-cps", type=int, default=DEFAULT_MAX_CPS, help="MAX_CPS for the handler")
-    add("--tasks", type=int, default=DEFAULT_TASKS)
+    add("--tasks", type=int, default=None, help=f"default: {RUN_SECONDS} s at MAX_CPS")
     add("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    add("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="concurrent invocations")
+    add(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"concurrent invocations (default: {DEMAND_FACTOR}x MAX_CPS in batches)",
+    )
     add("--worker-delay-ms", type=float, default=DEFAULT_WORKER_DELAY_MS)
     add("--worker-fail-rate", type=float, default=DEFAULT_WORKER_FAIL_RATE)
     add(
@@ -161,7 +192,7 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
     )
     add("--redis-url", default=MEMORY_URL)
     add("--key-prefix", default=None, help="CPS_KEY_PREFIX (default: one of the run's own)")
-    add("--worker-url", default=None, help="a running worker (default: a stub in this process)")
+    add("--worker-url", default=None, help="a running worker (default: a stub process)")
     add("--out", type=Path, default=DEFAULT_OUT, help="where the chart and the log go")
     add("--seed", type=int, default=DEFAULT_SEED)
     add(
@@ -178,9 +209,13 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
         return SimulationConfig(
             strategy=cast(StrategyName, args.strategy),
             max_cps=args.max_cps,
-            tasks=args.tasks,
+            tasks=tasks_for(args.max_cps) if args.tasks is None else args.tasks,
             batch_size=args.batch_size,
-            concurrency=args.concurrency,
+            concurrency=(
+                concurrency_for(args.max_cps, args.batch_size)
+                if args.concurrency is None
+                else args.concurrency
+            ),
             worker_delay_ms=args.worker_delay_ms,
             worker_fail_rate=args.worker_fail_rate,
             invalid_rate=args.invalid_rate,

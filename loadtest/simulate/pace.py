@@ -1,5 +1,5 @@
 """The pace at the worker, from the moments its calls arrived: exact counts over any window,
-the mean rate, counts per bucket, the trailing count as a step function, and `Pace`.
+mean trailing counts, counts per bucket, the trailing count as a step function, and `Pace`.
 
 Pure functions of the times (seconds, any origin): no I/O, no clock.
 """
@@ -10,9 +10,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .chart import Trace
 
 WINDOW_SECONDS: Final = 1.0
+TENTH_SECONDS: Final = 0.1
 
 
 def max_in_window(times: Sequence[float], window: float = WINDOW_SECONDS) -> tuple[int, float]:
@@ -32,6 +36,19 @@ def max_in_window(times: Sequence[float], window: float = WINDOW_SECONDS) -> tup
     return best, best_start
 
 
+def mean_trailing(
+    times: Sequence[float], start: float, end: float, window: float = WINDOW_SECONDS
+) -> float:
+    """The mean, over every moment x in [start, end], of the times in the trailing window
+    (x - window, x]; `end` must be after `start`."""
+    if end <= start:
+        raise ValueError(f"end ({end}) must be after start ({start})")
+    # The integral of the trailing count over [start, end]: each time t counts for the part of
+    # [t, t + window) that lies inside.
+    covered = sum(max(0.0, min(at + window, end) - max(at, start)) for at in times)
+    return covered / (end - start)
+
+
 def mean_rate(times: Sequence[float], window: float = WINDOW_SECONDS) -> float:
     """Calls per second: the mean, over the run after its first `window`, of the calls in the
     trailing `window`. Unlike calls divided by the run's length, it reads the limit for bursty
@@ -41,10 +58,20 @@ def mean_rate(times: Sequence[float], window: float = WINDOW_SECONDS) -> float:
     start, end = min(times) + window, max(times)
     if end <= start:
         return len(times) / window
-    # The integral of the trailing count over [start, end]: each call counts for the part of
-    # [t, t + window) that lies inside.
-    covered = sum(max(0.0, min(at + window, end) - max(at, start)) for at in times)
-    return covered / (end - start) / window
+    return mean_trailing(times, start, end, window) / window
+
+
+def steady_part(
+    times: Sequence[float], demand_fell: float | None, warm_up: float = WINDOW_SECONDS
+) -> tuple[float, float] | None:
+    """The part of the run in which demand surely exceeded the limit: from `warm_up` after the
+    first time (the trailing window is full) to `demand_fell` (when the backlog ran dry), or to
+    the last time; None when that leaves nothing."""
+    if not times:
+        return None
+    start = min(times) + warm_up
+    end = max(times) if demand_fell is None else min(demand_fell, max(times))
+    return (start, end) if end > start else None
 
 
 def per_bucket(times: Sequence[float], origin: float, bucket: float, count: int) -> list[int]:
@@ -74,7 +101,7 @@ def trailing_series(
 
 @dataclass(frozen=True)
 class Pace:
-    """The calls as the worker saw them arrive."""
+    """The calls as the worker saw them arrive, and the counters the limiter kept for them."""
 
     worker_calls: int
     placed_twice: int
@@ -82,10 +109,24 @@ class Pace:
     span_seconds: float
     achieved_cps: float
     max_in_any_second: int
+    """The most calls in any interval of 1 s, swept over every arrival (not aligned seconds)."""
     busiest_second_start: float
     """Start of the busiest one-second interval, in seconds since the chart's origin."""
+    max_in_second_less_jitter: int
+    """The most calls in any interval of 1 s less the allowance for arrival jitter."""
+    max_in_any_tenth: int
+    """The most calls in any interval of 100 ms, swept the same way."""
+    steady: tuple[float, float] | None
+    """The steady part (`steady_part`), in seconds since the chart's origin."""
+    steady_cps: float | None
+    """Calls per second over the steady part: the mean of the trailing second's count."""
+    max_counter: int | None
+    """The highest ``cps:<ts>`` counter the run left in Redis; None when the strategy keeps
+    none."""
     lag_p50: float | None
     lag_p99: float | None
     """Seconds from the moment in a call's callId (stamped as the dial starts) to its arrival
     at the worker: how much the dial path itself (threads, connections) shifts the calls."""
     chart: Path | None
+    trace: Trace | None = None
+    """What the chart draws, for charts that put several runs side by side."""

@@ -82,6 +82,9 @@ class Pipe:
         self._in_flight = 0
         self._changed = threading.Condition()
         self.tally = Tally()
+        self.ran_dry_at: float | None = None
+        """Unix time at which an invocation first found no message to take: until then every
+        invocation had a batch, so demand was all the invocations could ask for."""
 
     def take(self, size: int) -> list[Message] | None:
         """The next batch: waits while no message is visible but some may still come back;
@@ -93,6 +96,8 @@ class Pipe:
                     self._visible.append(heapq.heappop(self._hidden)[2])
                 if self._visible:
                     break
+                if self.ran_dry_at is None:
+                    self.ran_dry_at = time.time()
                 if not self._hidden and not self._in_flight:
                     return None
                 self._changed.wait(self._hidden[0][0] - now if self._hidden else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -18,13 +19,16 @@ import httpx
 
 from dialer_lambda import Dialer, Settings
 from dialer_lambda._logging import JsonFormatter, StdoutHandler
+from loadtest.servers import worker_stub_process
 from loadtest.tasks import make_tasks
-from loadtest.worker_stub import Behaviour, Call, RemoteStub, StubHandle, StubHealth, WorkerStub
+from loadtest.worker_stub import Call, RemoteStub, StubHandle, StubHealth
 
 from .config import Hooks, SimulationConfig, parse_args
+from .counters import CounterWatch, ahead_of
+from .measure import measure_pace
 from .monitor import Monitor, limit_in_force
 from .pipe import HandlerFunction, Message, Pipe, invoke_until_drained
-from .summary import Summary, changes_of, measure_pace
+from .summary import Summary, changes_of
 
 LIMITER_LOGGER: Final = "cps_limiter"
 
@@ -73,6 +77,12 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
             def report(health: StubHealth) -> None:
                 limiter.report_health(cpu=health.cpu_percent, answer_rate=health.answer_rate)
 
+            counters = CounterWatch(
+                limiter.client,
+                limiter.key_base(),
+                ahead=ahead_of(dialer.settings.rate_limit_max_wait),
+            )
+            counters.begin()
             started = time.time()
             monitor = Monitor(
                 stub,
@@ -82,7 +92,8 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
                 cpu_spike_at=config.cpu_spike_at,
                 cpu_spike_percent=config.cpu_spike_percent,
             )
-            _drain(pipe, dialer.process, monitor, config)
+            with _collector_frozen():
+                _drain(pipe, dialer.process, (monitor, counters), config)
             wall = time.time() - started
         calls = _calls_of(stub, started)
     progress.close()
@@ -92,6 +103,8 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         strategy=config.strategy,
         max_cps=config.max_cps,
         tasks=config.tasks,
+        concurrency=config.concurrency,
+        batch_size=config.batch_size,
         invocations=tally.invocations,
         invocation_errors=tally.invocation_errors,
         deliveries=tally.deliveries,
@@ -108,17 +121,33 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         limit_changes=changes_of(monitor.limits),
         cpu_spiked_at=monitor.spiked_at,
         wall_seconds=wall,
-        pace=None if calls is None else measure_pace(config, calls, started, monitor),
+        pace=None
+        if calls is None
+        else measure_pace(
+            config,
+            calls,
+            started,
+            monitor,
+            demand_fell=pipe.ran_dry_at,
+            max_counter=counters.highest(),
+        ),
         handler_log=handler_log,
+        counter_stalls=counters.stalls,
     )
 
 
 def _drain(
-    pipe: Pipe, handler: HandlerFunction, monitor: Monitor, config: SimulationConfig
+    pipe: Pipe,
+    handler: HandlerFunction,
+    watchers: tuple[Monitor, CounterWatch],
+    config: SimulationConfig,
 ) -> None:
     """`config.concurrency` invocations take batches until the pipe is empty, while the
-    monitor samples."""
-    monitor_thread = threading.Thread(target=monitor.run, name="sim-monitor", daemon=True)
+    watchers sample."""
+    watching = [
+        threading.Thread(target=watcher.run, name=f"sim-{type(watcher).__name__}", daemon=True)
+        for watcher in watchers
+    ]
     invocations = [
         threading.Thread(
             target=invoke_until_drained,
@@ -128,24 +157,43 @@ def _drain(
         )
         for n in range(config.concurrency)
     ]
-    monitor_thread.start()
-    for thread in invocations:
+    for thread in [*watching, *invocations]:
         thread.start()
     for thread in invocations:
         thread.join()
-    monitor.stop.set()
-    monitor_thread.join()
+    for watcher in watchers:
+        watcher.stop.set()
+    for thread in watching:
+        thread.join()
+
+
+@contextlib.contextmanager
+def _collector_frozen() -> Iterator[None]:
+    """Leave what exists before the run (modules, tasks, clients) out of the garbage
+    collector's full passes while it lasts: a full pass over all of it stops every thread for
+    tens of milliseconds, and the dials held up go out together as a burst of the harness's
+    making."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
 def _worker(config: SimulationConfig) -> Iterator[StubHandle]:
+    """The worker given by URL, or the stub in a process of its own: it stamps each arrival
+    on its own threads, which this process's invocations and dials do not hold up."""
     if config.worker_url is not None:
         with RemoteStub(config.worker_url) as remote:
             yield remote
         return
-    behaviour = Behaviour(delay_ms=config.worker_delay_ms, fail=config.worker_fail_rate)
-    with WorkerStub(behaviour=behaviour) as stub:
-        yield stub
+    log = config.out / "worker-stub.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with worker_stub_process(log=log) as url, RemoteStub(url) as remote:
+        remote.set_behaviour(delay_ms=config.worker_delay_ms, fail=config.worker_fail_rate)
+        yield remote
 
 
 @contextlib.contextmanager

@@ -1,25 +1,14 @@
-"""What a run did: `Summary`, and the pace measured over the worker's record of calls."""
+"""What a run did: `Summary`, and how it reads as text."""
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from loadtest.worker_stub import Call, Outcome
-
-from .chart import write_chart
-from .config import SimulationConfig, StrategyName
-from .monitor import Monitor
-from .pace import Pace, max_in_window, mean_rate
-
-# Outcomes of a request that surely placed no call at the worker.
-NOT_PLACED: Final = frozenset(
-    {Outcome.HTTP_429, Outcome.HTTP_503, Outcome.CLOSE, Outcome.BAD_REQUEST}
-)
+from .config import StrategyName
+from .pace import Pace
+from .targets import Figure, pacing_figures
 
 
 @dataclass(frozen=True)
@@ -29,6 +18,8 @@ class Summary:
     strategy: StrategyName
     max_cps: int
     tasks: int
+    concurrency: int
+    batch_size: int
     invocations: int
     invocation_errors: int
     deliveries: int
@@ -49,6 +40,8 @@ class Summary:
     wall_seconds: float
     pace: Pace | None
     handler_log: Path
+    counter_stalls: int = 0
+    """Reads of the cps counters that came too late to be sure of catching every second."""
 
     @property
     def dead_lettered(self) -> int:
@@ -61,6 +54,15 @@ class Summary:
     @property
     def ok(self) -> bool:
         return self.accounted_for and (self.pace is None or self.pace.placed_twice == 0)
+
+    @property
+    def pacing(self) -> tuple[Figure, ...]:
+        """The pace against a carrier's targets; empty when the worker keeps no record."""
+        return () if self.pace is None else pacing_figures(self.pace, self.max_cps)
+
+    @property
+    def paced_within_targets(self) -> bool:
+        return bool(self.pacing) and all(figure.ok for figure in self.pacing)
 
     def render(self) -> str:
         raised = f", {self.invocation_errors} raised" if self.invocation_errors else ""
@@ -86,17 +88,26 @@ class Summary:
                 else ""
             )
             lines.append(f"  limit in force: {steps}{spike}")
+        demand = self.concurrency * self.batch_size
+        lines.append(
+            f"  demand: {self.concurrency} invocations x {self.batch_size} tasks = {demand} "
+            f"permits asked at once ({demand / self.max_cps:.1f}x MAX_CPS)"
+        )
         if self.pace is None:
             lines.append("  pace: not measured (the worker does not serve GET /_calls)")
         else:
             pace = self.pace
-            verdict = "within" if pace.max_in_any_second <= self.max_cps else "OVER"
             lines += [
-                f"  worker: {pace.worker_calls} calls, {pace.placed_twice} tasks called twice",
-                f"  pace: {pace.achieved_cps:.1f} calls/s over {pace.span_seconds:.1f} s "
-                f"against a limit of {self.max_cps}/s; busiest 1 s: "
-                f"{pace.max_in_any_second} calls ({verdict} the limit)",
+                f"  worker: {pace.worker_calls} calls over {pace.span_seconds:.1f} s "
+                f"({pace.achieved_cps:.1f}/s), {pace.placed_twice} tasks called twice",
+                f"  pace at the worker, swept over every arrival (MAX_CPS {self.max_cps}):",
+                *(f"    {figure.render()}" for figure in self.pacing),
             ]
+            if self.counter_stalls and pace.max_counter is not None:
+                lines.append(
+                    f"    (the counters were read late {self.counter_stalls}x: "
+                    "some seconds may be missing)"
+                )
             if pace.lag_p50 is not None and pace.lag_p99 is not None:
                 lines.append(
                     f"  dial path: {pace.lag_p50 * 1000:.0f} ms from callId stamp to the worker "
@@ -107,15 +118,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def _placed_twice(calls: Sequence[Call]) -> int:
-    placed = Counter(
-        (call.body.get("campaignId"), call.body.get("contactId"), call.body.get("attempts"))
-        for call in calls
-        if call.body is not None and call.outcome not in NOT_PLACED
-    )
-    return sum(1 for count in placed.values() if count > 1)
-
-
 def changes_of(samples: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
     """The (moment, value) samples that start a new value: the first, and each change."""
     changes: list[tuple[float, float]] = []
@@ -123,51 +125,3 @@ def changes_of(samples: Sequence[tuple[float, float]]) -> tuple[tuple[float, flo
         if not changes or changes[-1][1] != value:
             changes.append((at, value))
     return tuple(changes)
-
-
-def _lags(calls: Sequence[Call]) -> list[float]:
-    """Arrival minus the epoch milliseconds that end each callId, where there are any."""
-    lags = []
-    for call in calls:
-        stamp = (call.call_id or "").rpartition("-")[2]
-        if stamp.isdigit():
-            lags.append(call.at - int(stamp) / 1000.0)
-    return sorted(lags)
-
-
-def measure_pace(
-    config: SimulationConfig, calls: Sequence[Call], started: float, monitor: Monitor
-) -> Pace:
-    """The pace over the worker's record of `calls` since `started`; writes the chart."""
-    times = sorted(call.at for call in calls)
-    span = times[-1] - times[0] if len(times) > 1 else 0.0
-    # Whole seconds of the clock as the origin, so that the fixed window's boundaries (whole
-    # seconds of the Redis clock; the same clock for memory:// and a local Redis) fall on ticks.
-    origin = math.floor(started)
-    busiest, busiest_start = max_in_window(times)
-    lags = _lags(calls)
-    chart = None
-    if times:
-        offset = started - origin
-        chart = write_chart(
-            config.out / f"calls-{config.strategy}.png",
-            times=times,
-            origin=origin,
-            max_cps=config.max_cps,
-            title=f"{config.strategy} strategy: {len(times)} calls at the worker, "
-            f"MAX_CPS {config.max_cps}",
-            limits=[(offset + at, limit) for at, limit in monitor.limits],
-            cpu=[(offset + at, health.cpu_percent) for at, health in monitor.health],
-            cpu_spike=None if monitor.spiked_at is None else offset + monitor.spiked_at,
-        )
-    return Pace(
-        worker_calls=len(times),
-        placed_twice=_placed_twice(calls),
-        span_seconds=span,
-        achieved_cps=mean_rate(times),
-        lag_p50=lags[len(lags) // 2] if lags else None,
-        lag_p99=lags[min(len(lags) - 1, len(lags) * 99 // 100)] if lags else None,
-        max_in_any_second=busiest,
-        busiest_second_start=busiest_start - origin if times else 0.0,
-        chart=chart,
-    )

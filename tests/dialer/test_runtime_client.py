@@ -13,11 +13,11 @@ from typing import Any, cast
 import pytest
 import redis
 
+from loadtest.runtime.api import DEFAULT_WAIT_SECONDS, RuntimeApi
+from loadtest.runtime.process import RuntimeProcess, cold_start_seconds
 from loadtest.worker_stub import WorkerStub
 from tests.support.dialer import make_batch, make_task, phone_of
 from tests.support.emf import emf_lines, line_problems
-from tests.support.lambda_process import RuntimeProcess, cold_start_seconds
-from tests.support.lambda_runtime import DEFAULT_WAIT_SECONDS, RuntimeApi
 
 BATCH = 10
 RESULT = {

@@ -10,30 +10,45 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.image import imread
 
 from cps_limiter import Limiter
+from dialer_lambda import Settings
 from loadtest.simulate import (
+    DEFAULT_STRATEGY,
     STRATEGIES,
+    CounterWatch,
+    Figure,
     Hooks,
     SimulationConfig,
     StrategyName,
     Summary,
+    concurrency_for,
     limit_in_force,
     main,
     make_tasks,
     max_in_window,
     mean_rate,
+    mean_trailing,
     per_bucket,
     run_simulation,
+    steady_part,
+    tasks_for,
+    tenth_target,
     trailing_series,
 )
+from loadtest.simulate import compare as compare_module
+from loadtest.simulate.config import parse_args
+from loadtest.simulate.pipe import Message, Pipe
+from loadtest.simulate.targets import NO_COUNTERS
 from loadtest.worker_stub import StubHealth, WorkerStub
 from tests.support.dialer import dialer_for
 
@@ -103,7 +118,7 @@ def test_each_task_dialed_reached_the_worker_once(summary: Summary) -> None:
 # Windows' worth of calls beyond the span that each strategy allows: a span of s seconds holds
 # at most floor(s) + 1 sliding windows' worth, meets up to floor(s) + 2 fixed windows, and
 # the token bucket adds its burst (MAX_CPS) to s seconds at the rate.
-EXTRA_WINDOWS: dict[str, int] = {"fixed": 2, "sliding": 1, "token": 1}
+EXTRA_WINDOWS: dict[str, int] = {"paced": 1, "fixed": 2, "sliding": 1, "token": 1}
 
 
 def test_over_the_run_the_calls_keep_to_the_limit(summary: Summary) -> None:
@@ -136,8 +151,11 @@ def test_the_handler_log_holds_its_json_lines_and_metrics(summary: Summary) -> N
 
 def test_the_summary_renders_every_figure(summary: Summary) -> None:
     text = summary.render()
-    for figure in ("successful", "rateLimited", "duplicates", "dead-lettered", "busiest 1 s"):
+    for figure in ("successful", "rateLimited", "duplicates", "dead-lettered", "demand"):
         assert figure in text
+    for pacing in summary.pacing:
+        assert f"{pacing.label}: " in text
+        assert pacing.verdict in text
     assert f"strategy {summary.strategy}" in text
 
 
@@ -355,3 +373,286 @@ def test_the_trailing_count_peaks_at_the_busiest_window(times: list[float]) -> N
 )
 def test_the_mean_rate_reads_the_pace_whether_smooth_or_bursty(times: list[float]) -> None:
     assert mean_rate(times) == pytest.approx(100, rel=0.02)
+
+
+def test_a_call_one_hundred_milliseconds_later_is_in_the_next_tenth() -> None:
+    assert max_in_window([0.0, 0.05, 0.0999, 0.1], 0.1) == (3, 0.0)
+
+
+def test_the_busiest_tenth_may_straddle_two_aligned_tenths() -> None:
+    times = [0.05, 0.08, 0.12, 0.149]
+
+    assert per_bucket(times, 0.0, 0.1, 2) == [2, 2]
+    assert max_in_window(times, 0.1) == (4, 0.05)
+
+
+# 16 a second: binary fractions, so that "exactly one second apart" is exact in floats.
+EVEN_PACE = [n / 16 for n in range(64)]
+
+
+def test_calls_exactly_one_over_the_limit_apart_fill_every_second_to_the_limit() -> None:
+    assert max_in_window(EVEN_PACE) == (16, 0.0)
+
+
+def test_one_call_a_millisecond_early_puts_one_over_the_limit_in_a_second() -> None:
+    early = [at - 0.001 if n == 32 else at for n, at in enumerate(EVEN_PACE)]
+
+    assert max_in_window(early)[0] == 17
+    assert max_in_window(early, 0.98)[0] == 16
+
+
+def test_the_mean_trailing_count_of_an_even_pace_is_its_rate() -> None:
+    assert mean_trailing(EVEN_PACE, 1.0, 3.0) == pytest.approx(16)
+
+
+def test_the_mean_trailing_count_holds_a_burst_for_one_window_then_drops() -> None:
+    burst = [2.0 + n / 1000 for n in range(10)]
+
+    assert mean_trailing(burst, 2.0, 4.0) == pytest.approx(10 / 2)
+    assert mean_trailing(burst, 1.5, 2.5) == pytest.approx(sum(0.5 - n / 1000 for n in range(10)))
+
+
+def test_the_mean_trailing_count_needs_an_interval() -> None:
+    with pytest.raises(ValueError, match="after"):
+        mean_trailing(EVEN_PACE, 2.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("demand_fell", "expected"),
+    [
+        (None, (1.0, 63 / 16)),
+        (3.0, (1.0, 3.0)),
+        (10.0, (1.0, 63 / 16)),
+        (0.5, None),
+    ],
+)
+def test_the_steady_part_runs_from_a_full_window_until_demand_fell(
+    demand_fell: float | None, expected: tuple[float, float] | None
+) -> None:
+    assert steady_part(EVEN_PACE, demand_fell) == expected
+
+
+def test_a_run_without_calls_has_no_steady_part() -> None:
+    assert steady_part([], None) is None
+
+
+@pytest.mark.parametrize(("max_cps", "target"), [(1, 3), (10, 3), (20, 4), (200, 22), (1000, 102)])
+def test_the_tenth_target_is_a_tenth_of_the_limit_rounded_up_plus_two(
+    max_cps: int, target: int
+) -> None:
+    assert tenth_target(max_cps) == target
+
+
+@pytest.mark.parametrize(
+    ("figure", "verdict"),
+    [
+        (Figure("second", "busiest 1 s", 397, 200), "OVER by 197 (98.5%)"),
+        (Figure("second", "busiest 1 s", 200, 200), "PASS"),
+        (Figure("utilisation", "utilisation", 180, 190, at_least=True), "UNDER by 10 (5.3%)"),
+        (Figure("utilisation", "utilisation", 199.5, 190, at_least=True), "PASS"),
+        (Figure("counters", "counter", None, 200, missing=NO_COUNTERS), NO_COUNTERS),
+    ],
+)
+def test_a_figure_passes_or_says_how_far_it_misses(figure: Figure, verdict: str) -> None:
+    assert figure.verdict == verdict
+    assert figure.ok == (verdict == "PASS" or figure.value is None)
+
+
+# -- the limiter's counters -----------------------------------------------------------------
+
+
+def test_the_counter_watch_reads_each_seconds_counter_and_those_reserved_ahead(
+    raw_redis: redis.Redis, prefix: str
+) -> None:
+    watch = CounterWatch(raw_redis, prefix, ahead=2)
+    watch.begin()
+    now = int(raw_redis.time()[0])
+    for second, count in ((now, 5), (now + 1, 7)):
+        raw_redis.set(f"{prefix}:{second}", count, px=10_000)
+    raw_redis.set(f"{prefix}:health", 99, px=10_000)
+
+    watch.stop.set()
+    watch.run()
+
+    assert watch.counters == {now: 5, now + 1: 7}
+    assert watch.highest() == 7
+    assert watch.stalls == 0
+
+
+def test_a_run_without_counters_has_no_highest_counter(raw_redis: redis.Redis, prefix: str) -> None:
+    watch = CounterWatch(raw_redis, prefix, ahead=2)
+    watch.begin()
+    watch.stop.set()
+    watch.run()
+
+    assert watch.highest() is None
+
+
+# -- the pipe --------------------------------------------------------------------------------
+
+
+def test_the_pipe_notes_when_an_invocation_first_finds_nothing_to_take() -> None:
+    messages = [Message({"n": n}, f"m{n}") for n in range(3)]
+    pipe = Pipe(messages, max_receive_count=1, visibility_timeout=0.0, on_settled=lambda _: None)
+
+    batch = pipe.take(10)
+    assert batch is not None
+    assert pipe.ran_dry_at is None
+    pipe.settle(batch, {"successful": 3})
+
+    assert pipe.take(10) is None
+    assert pipe.ran_dry_at is not None
+
+
+# -- demand and the default strategy ---------------------------------------------------------
+
+
+def test_the_demo_runs_the_dialers_default_strategy() -> None:
+    dialer_default = next(f.default for f in fields(Settings) if f.name == "strategy")
+
+    assert dialer_default == DEFAULT_STRATEGY
+    assert parse_args([]).strategy == dialer_default
+
+
+@pytest.mark.parametrize(("max_cps", "tasks", "concurrency"), [(10, 150, 2), (200, 3000, 40)])
+def test_tasks_and_invocations_scale_with_the_limit_to_twice_its_demand(
+    max_cps: int, tasks: int, concurrency: int
+) -> None:
+    config = parse_args(["--max-cps", str(max_cps)])
+
+    assert (config.tasks, config.concurrency) == (tasks, concurrency)
+    assert config.concurrency * config.batch_size == 2 * max_cps
+    assert (tasks_for(max_cps), concurrency_for(max_cps)) == (tasks, concurrency)
+
+
+def test_the_command_line_overrides_the_scaled_tasks_and_invocations() -> None:
+    config = parse_args(["--max-cps", "10", "--tasks", "7", "--concurrency", "3"])
+
+    assert (config.tasks, config.concurrency) == (7, 3)
+
+
+# -- the pace a carrier sees, per strategy ----------------------------------------------------
+
+PACING_MAX_CPS = 20
+PACING_SECONDS = 6
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What a strategy's short run must show: the figures (by key) reported PASS, those
+    reported OVER, and how many calls over the limit its strict second may hold."""
+
+    strategy: StrategyName
+    passes: frozenset[str]
+    over: frozenset[str] = frozenset()
+    strict_second_slack: int = 0
+    keeps_counters: bool = True
+
+
+PACING = [
+    # The dialer's default: spaced 1/limit apart plus a headroom for the dial path's jitter,
+    # counted in the seed's cps:<ts> counters. Every figure, the strict second included.
+    Pacing(
+        "paced",
+        passes=frozenset({"second", "second_less_jitter", "tenth", "utilisation", "counters"}),
+    ),
+    # The smooth stand-in for the dialer's default: permits exactly 1/limit apart, so any
+    # jitter on the dial path may put limit + 1 calls in one strict second (see `targets`).
+    Pacing(
+        "token",
+        passes=frozenset({"second_less_jitter", "tenth", "utilisation"}),
+        strict_second_slack=1,
+        keeps_counters=False,
+    ),
+    # Unpaced: each second's calls leave together. Redis sees the limit kept; a carrier
+    # counting 100-ms intervals sees the burst. A second across a window boundary may hold
+    # two windows' worth.
+    Pacing(
+        "fixed",
+        passes=frozenset({"counters"}),
+        over=frozenset({"tenth"}),
+        strict_second_slack=PACING_MAX_CPS,
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=PACING, ids=lambda case: case.strategy)
+def paced_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Pacing, Summary]:
+    """A few seconds at a low limit, with the default demand and the stub in its own process."""
+    case: Pacing = request.param
+    config = parse_args(
+        [
+            *("--strategy", case.strategy, "--max-cps", str(PACING_MAX_CPS)),
+            *("--tasks", str(PACING_SECONDS * PACING_MAX_CPS), "--visibility-timeout", "0.2"),
+            *("--out", str(tmp_path_factory.mktemp(f"pacing-{case.strategy}")), "--no-progress"),
+        ]
+    )
+    return case, run_simulation(config)
+
+
+def test_each_pacing_figure_gets_the_verdict_the_strategy_earns(
+    paced_run: tuple[Pacing, Summary],
+) -> None:
+    case, summary = paced_run
+    verdicts = {figure.key: figure.verdict for figure in summary.pacing}
+
+    assert {key: verdicts[key] for key in case.passes} == dict.fromkeys(case.passes, "PASS")
+    assert all(verdicts[key].startswith("OVER by") for key in case.over), verdicts
+
+
+def test_the_strict_second_holds_at_most_the_slack_over_the_limit(
+    paced_run: tuple[Pacing, Summary],
+) -> None:
+    case, summary = paced_run
+    assert summary.pace is not None
+
+    assert summary.pace.max_in_any_second <= PACING_MAX_CPS + case.strict_second_slack
+
+
+def test_the_counters_are_read_where_the_strategy_keeps_them(
+    paced_run: tuple[Pacing, Summary],
+) -> None:
+    case, summary = paced_run
+    counters = next(figure for figure in summary.pacing if figure.key == "counters")
+
+    if case.keeps_counters:
+        assert counters.value is not None
+        assert 0 < counters.value <= PACING_MAX_CPS
+        assert summary.counter_stalls == 0
+    else:
+        assert counters.verdict == NO_COUNTERS
+
+
+def test_the_demand_is_twice_the_limit_and_the_stub_kept_the_record(
+    paced_run: tuple[Pacing, Summary],
+) -> None:
+    _, summary = paced_run
+
+    assert summary.concurrency * summary.batch_size == 2 * PACING_MAX_CPS
+    assert summary.pace is not None
+    assert summary.pace.worker_calls == summary.settled
+    assert summary.ok
+
+
+# -- two strategies side by side --------------------------------------------------------------
+
+
+def test_compare_draws_the_two_runs_side_by_side(tmp_path: Path) -> None:
+    image = tmp_path / "pacing.png"
+    out = io.StringIO()
+
+    summaries = compare_module.main(
+        [
+            *("--strategy", "token", "--image", str(image), "--max-cps", str(PACING_MAX_CPS)),
+            *("--tasks", "40", "--visibility-timeout", "0.2", "--out", str(tmp_path)),
+            "--no-progress",
+        ],
+        out=out,
+    )
+
+    assert [summary.strategy for summary in summaries] == ["token", "fixed"]
+    height, width, _ = imread(image).shape
+    assert (width, height) == (1600, 700)
+    assert f"written: {image}" in out.getvalue()

@@ -21,12 +21,12 @@ from typing import Any, cast
 import pytest
 import redis
 
+from loadtest.runtime.api import InvocationEnd, RuntimeApi
+from loadtest.runtime.process import RuntimeProcess
 from loadtest.servers import RedisServer
 from loadtest.worker_stub import WorkerStub
 from tests.support.dialer import make_batch
 from tests.support.faults import DECISION_BOUND
-from tests.support.lambda_process import RuntimeProcess
-from tests.support.lambda_runtime import InvocationEnd, RuntimeApi
 from tests.support.proxy import BlackholeProxy
 
 BATCH = 10

@@ -20,6 +20,7 @@ import sys
 import textwrap
 import uuid
 import venv
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,3 +230,18 @@ def _run(
         timeout=RUN_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def test_the_wheel_holds_the_two_products_and_no_harness(tmp_path: Path) -> None:
+    _pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(tmp_path), str(PROJECT_ROOT))
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+
+    tops = {name.split("/", 1)[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {
+        "cps_limiter",
+        "dialer_lambda",
+    }
+    harness = ("simulate", "worker_stub", "loadtest", "tests/", "_example", "servers", "runtime")
+    assert [name for name in names if any(part in name for part in harness)] == []

@@ -3,8 +3,8 @@
 `RuntimeApi` plays the part of Lambda: a test queues events (each with the function's timeout,
 from which the deadline is set when the runtime takes the event, as Lambda does), and reads back
 how each invocation ended, through ``/response`` or ``/error``, and any ``/init/error``. The
-HTTP face is `tests.support.lambda_http`; the runtime client's process is
-`tests.support.lambda_process`.
+HTTP face is `loadtest.runtime.http`; the runtime client's process is
+`loadtest.runtime.process`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final, Self, TypeVar
 
-from tests.support.lambda_http import ERROR_TYPE_HEADER, MAX_RESPONSE_BYTES, ApiServer
+from loadtest.runtime.http import ERROR_TYPE_HEADER, MAX_RESPONSE_BYTES, ApiServer
 
 FUNCTION_NAME: Final = "dialer-worker"
 FUNCTION_ARN: Final = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Final, Self
 
-from loadtest.servers import stop_process
-from loadtest.tasks import seed_task
-from tests.support.lambda_runtime import (
+from loadtest.runtime.api import (
     DEFAULT_WAIT_SECONDS,
     FUNCTION_NAME,
     RuntimeApi,
     now_ms,
 )
+from loadtest.servers import stop_process
+from loadtest.tasks import seed_task
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 DIALER_HANDLER: Final = "dialer_lambda.handler.handler"

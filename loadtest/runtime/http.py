@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from tests.support.lambda_runtime import RuntimeApi
+    from loadtest.runtime.api import RuntimeApi
 
 API_VERSION: Final = "2018-06-01"
 NEXT_PATH: Final = f"/{API_VERSION}/runtime/invocation/next"
