@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -q -m 'not server' -p no:randomly
+	$(VENV)/bin/pytest -q -m 'not server' -n 4 --dist loadfile
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q
