@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -q -m 'not server' -p no:randomly
+	$(VENV)/bin/pytest -q -m 'not server' -n 4 --dist loadfile
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q
@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench
 
 loadtest: $(STAMP)
-	$(PY) -m loadtest.run
+	$(PY) -m loadtest.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .pytest_cache .ruff_cache

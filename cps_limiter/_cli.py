@@ -17,7 +17,7 @@ from ._core import DEFAULT_PREFIX
 from ._errors import LimiterError
 from ._limiter import Limiter
 from ._names import STRATEGY_NAMES, strategy_from_name
-from ._strategies import FixedWindow
+from ._strategies import FixedWindow, PacedWindow
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_LIMIT = 100
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--strategy",
         choices=STRATEGY_NAMES,
-        default=os.environ.get("CPS_STRATEGY", "fixed"),
+        default=os.environ.get("CPS_STRATEGY", STRATEGY_NAMES[0]),
         help="(default: $CPS_STRATEGY, else %(default)s)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON object")
@@ -85,9 +85,10 @@ def _ping(limiter: Limiter) -> tuple[bool, float | None, str | None]:
 
 
 def _this_second(limiter: Limiter, scope: str | None) -> tuple[str | None, int | None]:
-    """The fixed window's counter of this second and its value, as redis-cli GET shows it."""
+    """The counter of this second (fixed and paced windows) and its value, as redis-cli GET
+    shows it."""
     strategy = limiter.strategy
-    if not isinstance(strategy, FixedWindow):
+    if not isinstance(strategy, FixedWindow | PacedWindow):
         return None, None
     seconds, _ = limiter.client.time()
     key = f"{limiter.key_base(scope)}:{seconds - seconds % strategy.window}"

@@ -120,7 +120,9 @@ class LimiterCore:
         self._client = client
         self._strategy = strategy
         self._prefix = key_part("prefix", prefix)
-        self._failure = FailurePolicy(fail_mode, strategy.capacity, strategy.name, peers)
+        self._failure = FailurePolicy(
+            fail_mode, strategy.capacity, strategy.interval, strategy.name, peers
+        )
         breaker = CircuitBreaker(failure_threshold, recovery_time)
         self._backend = Backend(client, breaker, deadline=self._deadline(decision_timeout))
         self._cluster = is_cluster(client)

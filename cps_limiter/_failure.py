@@ -17,6 +17,7 @@ from typing import Final
 from ._backend import CIRCUIT_OPEN, Throttle
 from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError
+from ._strategies import PacedWindow
 from ._validation import positive_int
 
 logger = logging.getLogger("cps_limiter")
@@ -28,10 +29,6 @@ FAIL_MODES: Final = (FAIL_OPEN, FAIL_CLOSED, FAIL_BOUNDED)
 DEFAULT_PEERS: Final = 10
 """How many processes share the limit, for a ``bounded`` limiter that has not been told
 (`set_peers`): conservative, since too many only slows an outage, too few overshoots."""
-LOCAL_HORIZON: Final = 0.1
-"""Seconds past its first slot that one local grant reaches (unless the permits it must grant
-all at once span more): the slots a process reserved while Redis was down go on after Redis
-returns, on top of the permits Redis grants again, so they reach only this far ahead."""
 
 
 class LocalPacer:
@@ -53,16 +50,11 @@ class LocalPacer:
 
     def take(self, permits: int, need: int, max_wait: float) -> tuple[float, ...]:
         """The moments (seconds from now) of the permits granted: up to ``permits`` slots
-        within ``max_wait`` and within `LOCAL_HORIZON` of the first (or as far as ``need``
-        spans), or none when fewer than ``need`` fit."""
+        within ``max_wait``, or none when fewer than ``need`` fit."""
         with self._lock:
             now = time.monotonic()
             first = max(now, self._next)
-            if first > now + max_wait:
-                return ()
-            reach = max(LOCAL_HORIZON, (need - 1) * self._interval)
-            last = min(now + max_wait, first + reach)
-            room = math.floor((last - first) / self._interval + 1e-9) + 1
+            room = math.floor((now + max_wait - first) / self._interval + 1e-9) + 1
             count = min(permits, max(room, 0))
             if count < max(need, 1):
                 return ()
@@ -74,6 +66,10 @@ class LocalPacer:
         with self._lock:
             self._next = max(self._next, moment)
 
+    def fits(self, permits: int, max_wait: float) -> bool:
+        """Whether ``permits`` consecutive slots fit within ``max_wait`` when the first is now."""
+        return math.floor(max_wait / self._interval + 1e-9) + 1 >= permits
+
     def wait(self) -> float:
         """Seconds until the next slot."""
         return max(self._next - time.monotonic(), 0.0)
@@ -82,16 +78,22 @@ class LocalPacer:
 class FailurePolicy:
     """The decision a limiter gives in place of Redis's, and the warning it logs."""
 
-    def __init__(self, mode: str, capacity: int, strategy_name: str, peers: int) -> None:
+    def __init__(
+        self, mode: str, capacity: int, interval: float, strategy_name: str, peers: int
+    ) -> None:
         if mode not in FAIL_MODES:
             raise ConfigurationError(
                 f"fail_mode must be one of {', '.join(map(repr, FAIL_MODES))}, got {mode!r}"
             )
         self.mode = mode
         self._limit = capacity
+        self._interval = interval
         self._strategy_name = strategy_name
         self._peers = positive_int("peers", peers)
         self._pacer = LocalPacer(self.share)
+        # A paced window's reset_after is when its last reserved slot has passed: how far ahead
+        # of the clock the fleet's permits go on being spent when Redis stops answering.
+        self._reserves = strategy_name == PacedWindow.name
         self._ahead = 0.0
         self._failing = False
         self._log = Throttle()
@@ -99,21 +101,21 @@ class FailurePolicy:
     @property
     def share(self) -> float:
         """Permits per second this process may grant while Redis is down (``bounded``)."""
-        return self._limit / self._peers
+        return self._limit / self._interval / self._peers
 
     def set_peers(self, peers: int) -> None:
         self._peers = positive_int("peers", peers)
         self._pacer.set_rate(self.share)
 
     def learned(self, decision: Decision) -> None:
-        """Redis decided: a later outage shares the limit in force, and starts from how far
-        ahead Redis has handed out capacity (``reset_after``: a paced window's reserved slots,
-        a fixed window's end; see `decide`)."""
+        """Redis decided: a later outage shares the limit in force, and (for a paced window)
+        starts from how far ahead of the clock Redis has handed out permits; see `decide`."""
         limit = decision.limit
         if limit != self._limit and limit > 0:
             self._limit = limit
             self._pacer.set_rate(self.share)
-        self._ahead = decision.reset_after
+        if self._reserves:
+            self._ahead = decision.reset_after
         self._failing = False
 
     def decide(
@@ -130,7 +132,8 @@ class FailurePolicy:
             # pile onto the fleet's permits nor leave a long silence after them.
             self._failing = True
             self._pacer.hold_until(time.monotonic() + self._ahead / 2)
-        if self.mode == FAIL_OPEN or not acquiring:
+        # A request for no permits takes no slot of the pacer: allowed, as Redis would.
+        if self.mode == FAIL_OPEN or not acquiring or permits == 0:
             granted = permits if acquiring else 0
             return Decision(
                 allowed=True,
@@ -144,7 +147,9 @@ class FailurePolicy:
         moments = self._pacer.take(permits, need, max_wait)
         if not moments:
             wait = self._pacer.wait()
-            return Decision(False, 0, self._limit, 0, wait, wait, fail_open=True)
+            # As Redis says it: permits spaced wider than max_wait are never granted together.
+            retry = wait if self._pacer.fits(need, max_wait) else math.inf
+            return Decision(False, 0, self._limit, 0, retry, wait, fail_open=True)
         first = moments[0]
         return Decision(
             allowed=True,

@@ -25,6 +25,11 @@ class Strategy(ABC):
     def capacity(self) -> int:
         """The ``limit`` its decisions report when Redis has not said otherwise."""
 
+    @property
+    @abstractmethod
+    def interval(self) -> float:
+        """The seconds over which `capacity` permits are granted."""
+
     @abstractmethod
     def keys(self, base: str) -> list[str]:
         """The KEYS of the script for one limit named ``base`` (prefix, scope, hash tag)."""
@@ -56,6 +61,10 @@ class FixedWindow(Strategy):
     @property
     def capacity(self) -> int:
         return self.limit
+
+    @property
+    def interval(self) -> float:
+        return float(self.window)
 
     def keys(self, base: str) -> list[str]:
         return [base]
@@ -98,6 +107,10 @@ class PacedWindow(Strategy):
     def capacity(self) -> int:
         return self.limit
 
+    @property
+    def interval(self) -> float:
+        return float(self.window)
+
     def keys(self, base: str) -> list[str]:
         return [base, f"{base}:pace"]
 
@@ -125,6 +138,10 @@ class SlidingWindow(Strategy):
     @property
     def capacity(self) -> int:
         return self.limit
+
+    @property
+    def interval(self) -> float:
+        return float(self.window)
 
     def keys(self, base: str) -> list[str]:
         return [f"{base}:log", f"{base}:seq"]
@@ -160,6 +177,10 @@ class TokenBucket(Strategy):
     def capacity(self) -> int:
         """The rate rounded down: the limit in force; ``burst`` bounds ``remaining``."""
         return max(1, math.floor(self.rate + 1e-9))
+
+    @property
+    def interval(self) -> float:
+        return float(self.period)
 
     def keys(self, base: str) -> list[str]:
         return [f"{base}:tat"]

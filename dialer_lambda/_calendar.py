@@ -2,7 +2,7 @@
 
 ``campaign.config.callingWindows`` is a JSON array (empty or absent: any time) of windows such
 as ``{"days": ["mon", "fri"], "start": "09:00", "end": "20:00"}``, in ``campaign.timezone`` (an
-IANA name); the README has the full format. ``start`` is included and ``end`` is not; an ``end``
+IANA name); docs/dialer.md has the full format. ``start`` is included and ``end`` is not; an ``end``
 of ``"00:00"`` means the midnight that ends the day; an ``end`` before the ``start`` crosses
 midnight; ``start`` equal to ``end`` is rejected as ambiguous (a whole day is 00:00 to 24:00).
 

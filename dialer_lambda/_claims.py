@@ -66,9 +66,8 @@ class ClaimStore:
         return claim_key(campaign_id, contact_id, attempts, self.prefix)
 
     def claim(self, keys: Sequence[str], owner: str) -> tuple[list[bool], int]:
-        """Claim each key for ``owner`` (unique to the call): True where the key holds
-        ``owner``, False for a repeat; and how many containers dialed within the last
-        `FLEET_SECONDS`, this one included.
+        """Claim each key for ``owner``: True where the claim is new, False for a repeat; and
+        how many containers dialed within the last `FLEET_SECONDS`, this one included.
 
         Raises `BackendUnavailable` when Redis cannot be reached: the caller decides whether to
         fail open.
@@ -80,6 +79,8 @@ class ClaimStore:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.set(key, owner, nx=True, ex=self.ttl)
+                # Whose the claim is, read back: a round trip retried after Redis ran it (a
+                # reply lost to a dead connection) finds its own claim, which is no repeat.
                 pipe.get(key)
             pipe.zadd(self.fleet_key, {self.container: now})
             pipe.zremrangebyscore(self.fleet_key, "-inf", now - window)
@@ -88,13 +89,13 @@ class ClaimStore:
             return list(pipe.execute())
 
         replies = self.limiter.run(claim_all)
-        # Ours when the key holds our owner, not only when this SET made it: a claim sent on
-        # a connection that timed out may still run, when a stalled Redis resumes, before the
-        # retry that `Limiter.run` sent on a fresh one. A key twice in one batch is ours once.
-        mine, seen = (owner, owner.encode()), set()
+        mine = owner.encode()
+        holders = replies[1 : 2 * len(keys) : 2]
+        # The same task twice in one batch: its first place holds the claim, the second repeats.
+        seen: set[str] = set()
         fresh = []
-        for key, held in zip(keys, replies[1 : 2 * len(keys) : 2], strict=True):
-            fresh.append(held in mine and key not in seen)
+        for key, holder in zip(keys, holders, strict=True):
+            fresh.append(holder in (owner, mine) and key not in seen)
             seen.add(key)
         return fresh, max(int(replies[-2]), 1)
 
@@ -129,7 +130,8 @@ def claim(batch: Batch, ready: list[int]) -> list[int]:
     if not keys:
         return []
     try:
-        owner = f"{batch.request_id}@{time.time_ns() // 1_000_000}:{uuid.uuid4().hex[:8]}"
+        # Unique to this batch, as it recognises its own claims by it.
+        owner = f"{batch.request_id}@{time.time_ns() // 1_000_000}/{uuid.uuid4().hex[:8]}"
         fresh, containers = store.claim(keys, owner)
     except BackendUnavailable as error:
         closed = batch.dialer.settings.fail_mode == "closed"

@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from cps_limiter import BackendUnavailable, Decision
+from cps_limiter import BackendUnavailable, Decision, PacedWindow
 
 from ._logging import LOGGER_NAME, log_event
 from ._report import FAIL_CLOSED_ERROR, NOT_GRANTED_ERROR, TOO_LATE_ERROR, TaskStatus
@@ -48,11 +48,12 @@ def dial(batch: Batch, ready: list[int]) -> None:
         # batch reaches the carrier spaced as granted, not at once.
         granted = time.monotonic()
         moments = decision.schedule or (0.0,) * decision.granted
+        spacing = _spacing(batch, decision)
         for moment in moments[: len(pending)]:
             index = pending.popleft()
             at = granted + moment
-            future = batch.dialer.executor.submit(_dial_one, batch, index, parent, link, at)
-            dials.append((index, future))
+            submit = batch.dialer.executor.submit
+            dials.append((index, submit(_dial_one, batch, index, parent, link, at, spacing)))
     for index in pending:
         batch.finish(index, TaskStatus.RATE_LIMITED, error, retry=True)
         message, budget = f"rate limited, back to the queue: {error}", round(batch.budget, 3)
@@ -99,14 +100,29 @@ def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, L
     return decision, Link(span.get_span_context())
 
 
+def _spacing(batch: Batch, decision: Decision) -> float:
+    """How far apart the dials of a paced grant leave this container (0: not paced)."""
+    strategy = batch.dialer.limiter.strategy
+    if not isinstance(strategy, PacedWindow) or decision.fail_open:
+        return 0.0
+    return strategy.window * (1 + strategy.headroom) / max(decision.limit, 1)
+
+
 def _dial_one(
-    batch: Batch, index: int, parent: otel_context.Context, link: Link | None, at: float
+    batch: Batch,
+    index: int,
+    parent: otel_context.Context,
+    link: Link | None,
+    at: float,
+    spacing: float,
 ) -> DialOutcome:
     """Runs on a pool thread from the moment ``at`` (monotonic) on: the span's parent is passed
     in, as contextvars do not follow work into a ThreadPoolExecutor."""
     delay = at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+    if spacing:
+        batch.dialer.gate.wait_turn(spacing)
     left = batch.dials_end - time.monotonic()
     if left <= 0:
         # Too late to dial and hear back before the invocation ends: handed back, unsent.

@@ -14,6 +14,7 @@ from cps_limiter import AdaptivePolicy, Limiter, Strategy, strategy_from_name
 from ._batch import run
 from ._claims import ClaimStore
 from ._config import Settings
+from ._gate import SendGate
 from ._logging import setup_logging
 from ._metrics import MetricsRecorder
 from ._report import BatchResult
@@ -45,6 +46,7 @@ class Dialer:
     executor: ThreadPoolExecutor
     metrics: MetricsRecorder
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    gate: SendGate = field(default_factory=SendGate)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dialer:

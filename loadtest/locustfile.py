@@ -10,7 +10,8 @@ count the calls of each scenario in the stub's record.
   when granted, sends the dial to the stub. Together the users of a scenario offer
   ``LOADTEST_DEMAND`` times the limit.
 - `DialerUser`: runs batches of 10 tasks through one `dialer_lambda.Dialer` per process, as
-  the Lambda's entry point does.
+  the Lambda's entry point does, with ``CPS_STRATEGY`` from ``LOADTEST_STRATEGY`` (unset: the
+  dialer's own default).
 
 Locust monkey-patches the standard library with gevent before this file is imported, so the
 sync redis-py client, httpx, ``time.sleep`` and the dialer's thread pool all yield to other
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -52,6 +54,10 @@ class Settings:
     dialer_users: int
     max_wait: float
     run_id: str
+    duration: float
+    """Seconds from the start after which users start nothing new."""
+    dialer_strategy: str
+    """The dialer's ``CPS_STRATEGY``; empty for its default."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,6 +71,8 @@ class Settings:
             dialer_users=int(env.get("LOADTEST_DIALER_USERS", "4")),
             max_wait=float(env.get("LOADTEST_MAX_WAIT", "0.25")),
             run_id=env.get("LOADTEST_RUN_ID", uuid.uuid4().hex[:8]),
+            duration=float(env.get("LOADTEST_DURATION", "inf")),
+            dialer_strategy=env.get("LOADTEST_STRATEGY", ""),
         )
 
     def prefix(self, scenario: str) -> str:
@@ -87,7 +95,7 @@ class Settings:
             "REDIS_URL": self.redis_url,
             "NODE_WORKER_URL": self.worker_url,
             "MAX_CPS": str(self.limit),
-            "CPS_STRATEGY": "fixed",
+            "CPS_STRATEGY": self.dialer_strategy,
             "CPS_KEY_PREFIX": self.prefix("dialer"),
             "IDEMPOTENCY_KEY_PREFIX": f"{self.prefix('dialer')}:claim",
             # Per-task log lines at this rate would be most of the run's work and output.
@@ -96,6 +104,7 @@ class Settings:
 
 
 SETTINGS = Settings.from_env()
+_traffic_ends = math.inf
 # httpx logs every request at INFO: thousands of lines a minute in Locust's log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 _limiters: dict[str, Limiter] = {}
@@ -110,6 +119,19 @@ def shared_limiter(scenario: str) -> Limiter:
                 SETTINGS.redis_url, SETTINGS.strategy(scenario), prefix=SETTINGS.prefix(scenario)
             )
         return _limiters[scenario]
+
+
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
+def _start_the_clock(environment: Environment, **kwargs: Any) -> None:
+    global _traffic_ends
+    _traffic_ends = time.monotonic() + SETTINGS.duration
+
+
+def traffic_over() -> bool:
+    """Past the run's duration, users start nothing new: the calls already granted then land
+    before Locust's teardown, which stalls the process long enough to bunch any still waiting
+    for their moment into a burst the dialer never sent."""
+    return time.monotonic() >= _traffic_ends
 
 
 class LimiterClient:
@@ -164,6 +186,8 @@ class _LimiterUser(FastHttpUser):
 
     @task
     def dial(self) -> None:
+        if traffic_over():
+            return
         decision = self.limiter.acquire(max_wait=SETTINGS.max_wait)
         if decision is None or not decision.granted:
             return
@@ -223,6 +247,8 @@ class DialerUser(User):
 
     @task
     def batch(self) -> None:
+        if traffic_over():
+            return
         with self.environment.events.request.measure(
             "lambda", f"dialer: handler, batch of {BATCH}"
         ) as meta:

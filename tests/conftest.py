@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -93,10 +95,62 @@ class SyncFacade:
     def reset(self, *args: Any) -> None:
         self._run(self.limiter.reset(*args))
 
+    def run(self, operation: Callable[[Any], Any]) -> Any:
+        return self._run(self.limiter.run(operation))
+
+    def set_cap(self, limit: int, ttl: float) -> None:
+        self._run(self.limiter.set_cap(limit, ttl))
+
+    def command(self, *args: Any) -> Any:
+        """A raw Redis command on the limiter's own client (``GET``, ``PTTL``, ...)."""
+        return self._run(self.limiter.client.execute_command(*args))
+
     def server_time(self) -> float:
         """The clock of the limiter's Redis, in seconds."""
         seconds, micros = self._run(self.limiter.client.time())
         return float(seconds) + float(micros) / 1e6
+
+
+PATIENT = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+"""Client timeouts of seconds, not the limiter's fail-fast 0.1 s, for ``make(...,
+patient=True)``: a test of what Redis decides must not see a busy machine's slow answer fail
+open."""
+PATIENT_DECISION_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def _limiters(kind: str, prefix: str) -> Iterator[Callable[..., SyncFacade]]:
+    """``make(url, strategy, patient=False, **options)``: limiters of ``kind`` (sync or async)
+    on any URL, seen through one interface, closed at the end."""
+    import asyncio
+
+    runner = asyncio.Runner() if kind == "async" else None
+    made: list[Limiter | AsyncLimiter] = []
+
+    def make(url: str, strategy: Strategy, *, patient: bool = False, **options: Any) -> SyncFacade:
+        options.setdefault("prefix", prefix)
+        if patient:
+            options.update(PATIENT)
+            if runner is not None:
+                options["decision_timeout"] = PATIENT_DECISION_TIMEOUT
+        if runner is None:
+            limiter: Limiter | AsyncLimiter = Limiter.from_url(url, strategy, **options)
+        else:
+            limiter = runner.run(_async_from_url(url, strategy, options))
+        made.append(limiter)
+        return SyncFacade(limiter, runner)
+
+    try:
+        yield make
+    finally:
+        for limiter in made:
+            if isinstance(limiter, AsyncLimiter):
+                assert runner is not None
+                runner.run(limiter.aclose())
+            else:
+                limiter.close()
+        if runner is not None:
+            runner.close()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -104,29 +158,18 @@ def make_limiter(
     request: pytest.FixtureRequest, backend_url: str, prefix: str
 ) -> Iterator[Callable[..., SyncFacade]]:
     """Build limiters on the test's backend, sync or async, seen through one interface."""
-    import asyncio
+    with _limiters(request.param, prefix) as make:
+        yield functools.partial(make, backend_url)
 
-    runner = asyncio.Runner() if request.param == "async" else None
-    made: list[Limiter | AsyncLimiter] = []
 
-    def make(strategy: Strategy, **options: Any) -> SyncFacade:
-        options.setdefault("prefix", prefix)
-        if runner is None:
-            limiter: Limiter | AsyncLimiter = Limiter.from_url(backend_url, strategy, **options)
-        else:
-            limiter = runner.run(_async_from_url(backend_url, strategy, options))
-        made.append(limiter)
-        return SyncFacade(limiter, runner)
-
-    yield make
-    for limiter in made:
-        if isinstance(limiter, AsyncLimiter):
-            assert runner is not None
-            runner.run(limiter.aclose())
-        else:
-            limiter.close()
-    if runner is not None:
-        runner.close()
+@pytest.fixture(params=["sync", "async"])
+def make_limiter_on(
+    request: pytest.FixtureRequest, prefix: str
+) -> Iterator[Callable[..., SyncFacade]]:
+    """``make_limiter_on(url, strategy, **options)``: as `make_limiter`, on a URL of the test's
+    choosing (a dead port, a stalled listener, a server the test kills)."""
+    with _limiters(request.param, prefix) as make:
+        yield make
 
 
 async def _async_from_url(url: str, strategy: Strategy, options: dict[str, Any]) -> AsyncLimiter:
@@ -143,7 +186,15 @@ async def async_redis(redis_server: RedisServer) -> AsyncIterator[Any]:
 
 
 SERVER_FIXTURES = frozenset(
-    {"redis_server", "redis_url", "raw_redis", "async_redis", "local_cluster", "real_redis"}
+    {
+        "redis_server",
+        "redis_url",
+        "raw_redis",
+        "async_redis",
+        "local_cluster",
+        "real_redis",
+        "own_redis",
+    }
 )
 """Fixtures that start a redis-server (or a cluster of them): tests that use one, directly or
 through another fixture, are left out of the fast lane."""

@@ -54,8 +54,10 @@ limit = math.max(math.floor((cap or limit) * factor), 1)
 local window_us = window * US
 local spacing = math.ceil(window_us * (1 + headroom) / limit)
 
+-- Windows start where the fixed window's do, at multiples of `window` in unix seconds.
+local epoch_phase = (EPOCH % window) * US
 local function start_of(t)
-  return t - (t % window_us)
+  return t - ((t + epoch_phase) % window_us)
 end
 
 local function counter(start)
@@ -97,7 +99,9 @@ if want == 0 then
 end
 
 -- The slots: from the next free moment on, `spacing` apart, skipping windows already full.
-local horizon = now + math.floor(max_wait * US)
+-- To the nearest microsecond: a max_wait of exactly n spacings may be a hair less as a double.
+local max_wait_us = math.floor(max_wait * US + 0.5)
+local horizon = now + max_wait_us
 local last_window = now_start + MAX_WINDOWS_AHEAD * window_us
 local slots = {}
 local first = nil
@@ -120,7 +124,7 @@ end
 local need = partial and 1 or want
 if mode == "peek" or #slots < need then
   local retry = "inf"
-  if first ~= nil and (need - 1) * spacing <= max_wait * US then
+  if first ~= nil and (need - 1) * spacing <= max_wait_us then
     retry = seconds(first - now)
   end
   if mode == "peek" then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,38 +15,45 @@ from typing import Any
 import httpx
 
 import loadtest.run
+from cps_limiter import STRATEGY_NAMES
+from dialer_lambda import Settings as DialerSettings
 from loadtest._tasks import SCENARIOS
 from loadtest.reports import RESULTS, write_report
 from loadtest.servers import RedisServer, child_env, worker_stub_process
 
-from ._checks import checks_for, scenario_result
+from ._checks import DIALER, checks_for, scenario_result
 from ._locust import failures_verdict, locust_totals, run_locust
 from ._monitor import RedisMonitor
-from ._report import markdown, write_chart
+from ._report import RunOutcome, dialer_summary, markdown, write_chart
+
+COUNTED = ("paced", "fixed")
+"""The dialer's strategies that keep the seed's window counters, ``cps:<unix_ts>``."""
 
 DEFAULT_DURATION = 60.0
 DEFAULT_PROCESSES = 2
-DEFAULT_LIMIT = 50
+DEFAULT_MAX_CPS = 50
+DEFAULT_STRATEGY = DialerSettings.from_env({}).strategy
+"""The dialer's own default ``CPS_STRATEGY``."""
 DEFAULT_DEMAND = 2.0
 DEFAULT_USERS = 10
-DEFAULT_DIALER_USERS = 4
+MIN_DIALER_USERS = 4
+CALLS_PER_DIALER_USER = 25.0
+"""Calls per second each dialer user offers, unless ``--dialer-users`` is given: the users then
+grow with MAX_CPS, and at twice the demand their batches queue about as far ahead of the pacer
+at any MAX_CPS, within the dialer's wait budget, so that it never idles."""
 DEFAULT_MAX_WAIT = 0.25
 DEFAULT_WORKER_DELAY_MS = 20.0
 DEFAULT_JITTER = 0.1
-"""Seconds of timing noise allowed between Redis's decision and the call's arrival at the stub:
-the sliding and token checks count calls in every interval of 1 s minus this. The sliding
-window grants a permit again exactly one second after it last granted it, and the users ask
-together, so its grants come in bursts that repeat every second. The calls of one burst reach
-the stub spread over up to ~60 ms here (a gevent scheduler running dozens of users, a threaded
-HTTP server answering them, all on two cores), differently each second, so counting arrivals in
-exact 1 s intervals reports that noise. Algorithmic overshoots are far larger: a fixed window
-lets up to twice the limit into some second, a token bucket with a burst of the limit nearly
-twice; both fail this check. The exactness to the permit is the unit tests' job, on the Redis
-clock."""
+"""Seconds of timing noise the sliding and token scenarios' own checks allow between Redis's
+decision and the call's arrival at the stub: they count calls in every interval of 1 s minus
+this. These limiters grant exactly the limit on the Redis clock with no headroom (the sliding
+window grants again exactly one second after it last granted, in bursts), so any noise on the
+way to the stub shows at the stub as more than the limit in some second; their strict figures
+are printed beside. The dialer's checks allow none."""
 DEFAULT_WARMUP = 2.0
-"""Seconds from a scenario's first call that the pacing checks leave out: while users start,
-connections open and scripts load, a call granted near the end of a window can reach the stub
-over 100 ms later, in the next one. Utilisation leaves out the first second either way."""
+"""Seconds from a limiter scenario's first call that its own pacing checks leave out: while
+users start, connections open and scripts load, a call granted near the end of a window can
+reach the stub over 100 ms later, in the next one. The strict figures leave out nothing."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,10 +62,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds")
     parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="calls/s per scenario")
+    parser.add_argument(
+        "--max-cps",
+        "--limit",
+        dest="max_cps",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_MAX_CPS],
+        help="calls/s per scenario; several values run one after the other",
+    )
+    parser.add_argument(
+        "--strategy",
+        nargs="+",
+        choices=STRATEGY_NAMES,
+        default=[DEFAULT_STRATEGY],
+        help="the dialer's CPS_STRATEGY; several values run one after the other",
+    )
     parser.add_argument("--demand", type=float, default=DEFAULT_DEMAND, help="times the limit")
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help="per limiter scenario")
-    parser.add_argument("--dialer-users", type=int, default=DEFAULT_DIALER_USERS)
+    parser.add_argument(
+        "--dialer-users",
+        type=int,
+        default=None,
+        help=f"default: MAX_CPS x demand / {CALLS_PER_DIALER_USER:g}, at least {MIN_DIALER_USERS}",
+    )
     parser.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT)
     parser.add_argument("--worker-delay-ms", type=float, default=DEFAULT_WORKER_DELAY_MS)
     parser.add_argument("--jitter", type=float, default=DEFAULT_JITTER, help="seconds")
@@ -67,6 +95,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def dialer_users(args: argparse.Namespace, limit: int) -> int:
+    users: int | None = args.dialer_users
+    demand: float = args.demand
+    if users is not None:
+        return users
+    return max(MIN_DIALER_USERS, math.ceil(limit * demand / CALLS_PER_DIALER_USER))
+
+
 def stub_calls(worker_url: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{worker_url}/_calls", timeout=30)
     response.raise_for_status()
@@ -74,11 +110,23 @@ def stub_calls(worker_url: str) -> list[dict[str, Any]]:
     return calls
 
 
+def sent_at(body: dict[str, Any]) -> float | None:
+    """When the caller sent the call, by its own clock: the limiter users stamp ``sentAt`` in
+    the metadata; the dialer stamps the callId's last part, in milliseconds, as a dial starts."""
+    sent = (body.get("metadata") or {}).get("sentAt")
+    if isinstance(sent, int | float):
+        return float(sent)
+    stamp = str(body.get("callId", "")).rpartition("-")[2]
+    return int(stamp) / 1000 if stamp.isdigit() else None
+
+
 def arrivals(
     calls: Sequence[dict[str, Any]], run_id: str, scenarios: Sequence[str], record: Path
-) -> dict[str, list[float]]:
-    """When each scenario's successful calls reached the stub; also written to ``record``."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """When each scenario's successful calls reached the stub, and when they were sent (where
+    the call says); also written to ``record``."""
     times: dict[str, list[float]] = {scenario: [] for scenario in scenarios}
+    sent: dict[str, list[float]] = {scenario: [] for scenario in scenarios}
     with record.open("w") as output:
         output.write("scenario,arrived_at,sent_at\n")
         for call in calls:
@@ -86,60 +134,79 @@ def arrivals(
             scenario = str(body.get("campaignId", "")).removeprefix(f"lt-{run_id}-")
             if scenario in times and call["outcome"] == "ok":
                 times[scenario].append(float(call["at"]))
-                sent = (body.get("metadata") or {}).get("sentAt", "")
-                output.write(f"{scenario},{call['at']!r},{sent!r}\n")
-    return times
+                at = sent_at(body)
+                if at is not None:
+                    sent[scenario].append(at)
+                output.write(f"{scenario},{call['at']!r},{'' if at is None else repr(at)}\n")
+    return times, sent
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    output: Path = args.output
+def one_run(args: argparse.Namespace, strategy: str, limit: int, output: Path) -> RunOutcome:
+    """One Locust run at ``limit`` with the dialer on ``strategy``, checked and written down in
+    ``output``; ``args`` holds the rest of the settings."""
+    run = argparse.Namespace(
+        **{
+            **vars(args),
+            "max_cps": limit,
+            "limit": limit,
+            "strategy": strategy,
+            "dialer_users": dialer_users(args, limit),
+            "output": output,
+        }
+    )
     output.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
+    load_before = os.getloadavg()[0]
+    counted = [s for s in run.scenarios if s == "fixed" or (s == DIALER and strategy in COUNTED)]
     server = RedisServer().start()
     try:
-        with worker_stub_process(args.worker_delay_ms, output / "worker_stub.log") as worker_url:
+        with worker_stub_process(run.worker_delay_ms, output / "worker_stub.log") as worker_url:
             env = child_env(
                 LOADTEST_REDIS_URL=server.url,
                 LOADTEST_WORKER_URL=worker_url,
-                LOADTEST_LIMIT=str(args.limit),
-                LOADTEST_DEMAND=str(args.demand),
-                LOADTEST_USERS=str(args.users),
-                LOADTEST_DIALER_USERS=str(args.dialer_users),
-                LOADTEST_MAX_WAIT=str(args.max_wait),
+                LOADTEST_LIMIT=str(limit),
+                LOADTEST_STRATEGY=strategy,
+                LOADTEST_DEMAND=str(run.demand),
+                LOADTEST_USERS=str(run.users),
+                LOADTEST_DIALER_USERS=str(run.dialer_users),
+                LOADTEST_MAX_WAIT=str(run.max_wait),
                 LOADTEST_RUN_ID=run_id,
+                LOADTEST_DURATION=str(run.duration),
             )
-            monitor = RedisMonitor(server.url, run_id)
+            monitor = RedisMonitor(server.url, run_id, counted)
             monitor.start()
             started = time.time()
             print(
-                f"locust: {args.duration:g} s, {args.processes} processes, scenarios "
-                f"{', '.join(args.scenarios)}; redis {server.url}, worker stub {worker_url}",
+                f"locust: {run.duration:g} s, {run.processes} processes, MAX_CPS {limit}, "
+                f"dialer on {strategy}, scenarios {', '.join(run.scenarios)}; "
+                f"redis {server.url}, worker stub {worker_url}",
                 flush=True,
             )
             try:
-                exit_code = run_locust(args, env, output)
+                exit_code = run_locust(run, env, output)
             finally:
                 monitor.stop()
             calls = stub_calls(worker_url)
     finally:
         server.cleanup()
+    load = (load_before, os.getloadavg()[0])
 
-    times = arrivals(calls, run_id, args.scenarios, output / "calls.csv")
+    times, sent = arrivals(calls, run_id, run.scenarios, output / "calls.csv")
     results = {
-        s: scenario_result(s, sorted(t), args.limit, args.jitter, args.warmup)
-        for s, t in times.items()
+        s: scenario_result(s, t, limit, run.jitter, run.warmup, sent[s]) for s, t in times.items()
     }
     totals = locust_totals(output)
     checks = [
-        *(c for r in results.values() for c in checks_for(r, args.limit, args.jitter)),
-        *monitor.verdicts(args.scenarios, args.limit),
+        *(c for r in results.values() for c in checks_for(r, limit, run.jitter)),
+        *monitor.verdicts(run.scenarios, limit),
         failures_verdict(totals),
     ]
-    write_chart(output / "loadtest.png", times, args.limit, math.floor(started))
-    report = markdown(results, checks, monitor, args)
+    outcome = RunOutcome(strategy, limit, results, checks, monitor, load)
+    write_chart(output / "loadtest.png", times, limit, math.floor(started))
+    report = markdown(outcome, run)
     data = {
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run).items()},
+        "load_average": {"before": load[0], "after": load[1]},
         "locust_exit_code": exit_code,
         "locust": totals,
         "scenarios": {s: asdict(r) for s, r in results.items()},
@@ -148,8 +215,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_report(output, "loadtest", report, data)
     print(report)
-    print(f"Locust exited with {exit_code}; reports in {output}")
-    return 0 if all(c.passed for c in checks) else 1
+    print(f"Locust exited with {exit_code}; reports in {output}", flush=True)
+    return outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = [(strategy, limit) for strategy in args.strategy for limit in args.max_cps]
+    outcomes = [
+        one_run(
+            args,
+            strategy,
+            limit,
+            args.output if len(runs) == 1 else args.output / f"{strategy}-{limit}",
+        )
+        for strategy, limit in runs
+    ]
+    if DIALER in args.scenarios:
+        summary = "\n".join(dialer_summary(outcomes)) + "\n"
+        (args.output / "summary.md").write_text(summary)
+        print(summary)
+    return 0 if all(c.passed for o in outcomes for c in o.checks) else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -14,6 +15,9 @@ from loadtest.reports import Verdict
 from loadtest.servers import ROOT, free_port
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
+DRAIN_SECONDS = 3.0
+"""Seconds Locust runs on after the users stop starting work (``LOADTEST_DURATION``), so that
+the dialer's batches in flight (their permits up to its 2 s wait budget ahead) land first."""
 LOCUST_GRACE = 90.0
 """Seconds Locust may take beyond the run time to start, stop its workers and write reports."""
 USER_CLASSES = {
@@ -25,7 +29,8 @@ USER_CLASSES = {
 
 
 def run_locust(args: argparse.Namespace, env: Mapping[str, str], output: Path) -> int:
-    """Runs Locust to the end, its output in ``output/locust.log``; returns its exit code."""
+    """Runs Locust to the end, its output in ``output/locust.log``; returns its exit code. The
+    users work for ``args.duration`` seconds (``env`` says so), then the calls in flight land."""
     users = args.users * sum(1 for s in args.scenarios if s != "dialer")
     users += args.dialer_users if "dialer" in args.scenarios else 0
     master_port = free_port()
@@ -41,7 +46,7 @@ def run_locust(args: argparse.Namespace, env: Mapping[str, str], output: Path) -
         "--spawn-rate",
         str(users),
         "--run-time",
-        f"{args.duration:g}s",
+        f"{math.ceil(args.duration + DRAIN_SECONDS)}s",
         "--processes",
         str(args.processes),
         "--csv",

@@ -256,8 +256,9 @@ def test_with_redis_stalled_the_default_paces_the_batch_at_its_share_of_the_limi
 
     assert result["successful"] == BATCH
     arrivals = sorted(call.monotonic for call in stub.calls)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.09
+    # Ten calls 0.1 s apart span 0.9 s (unbounded, they would leave at once); a late thread
+    # may narrow one gap, never the whole span.
+    assert arrivals[-1] - arrivals[0] >= 0.85
 
 
 def test_with_redis_unreachable_and_fail_closed_nothing_is_dialed_and_all_come_back(

@@ -6,12 +6,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from cps_limiter import AsyncLimiter, BackendUnavailable, FixedWindow, Limiter, SlidingWindow
+from cps_limiter import (
+    AsyncLimiter,
+    BackendUnavailable,
+    FixedWindow,
+    Limiter,
+    PacedWindow,
+    SlidingWindow,
+)
 from loadtest.servers import RedisServer, free_port, stalled_listener
-from tests.conftest import LASTING, STRATEGIES
+from tests.conftest import LASTING, LONG, STRATEGIES
 
 DECISION_BOUND = 0.25  # the contract's ceiling for one decision
 
@@ -202,3 +210,33 @@ def test_a_cached_denial_says_what_redis_would(redis_url: str, prefix: str, name
     from_cache, from_redis = cached.acquire(), asking.acquire()
     assert from_cache.retry_after == pytest.approx(from_redis.retry_after, abs=0.1)
     assert from_cache.reset_after == pytest.approx(from_redis.reset_after, abs=0.1)
+
+
+TRUTHFUL = {
+    **LASTING,
+    # One permit fills it: the next is 1,200 s away.
+    "paced": lambda limit: PacedWindow(limit, window=LONG),
+}
+ASKS: dict[str, dict[str, Any]] = {
+    "repeated": {},
+    "larger": {"permits": 2},
+    "partial": {"permits": 2, "partial": True},
+}
+
+
+@pytest.mark.parametrize("ask", sorted(ASKS))
+@pytest.mark.parametrize("name", sorted(TRUTHFUL))
+def test_a_cached_denial_reports_what_redis_answers_within_10_ms(
+    redis_url: str, prefix: str, name: str, ask: str
+) -> None:
+    strategy = TRUTHFUL[name](3)
+    cached = Limiter.from_url(redis_url, strategy, prefix=prefix)
+    asking = Limiter.from_url(redis_url, strategy, prefix=prefix, deny_cache=False)
+    cached.acquire(permits=1 if name == "paced" else 3)
+    assert not cached.acquire().allowed  # denied by Redis, and kept
+
+    from_cache, from_redis = cached.acquire(**ASKS[ask]), asking.acquire(**ASKS[ask])
+
+    assert (from_cache.allowed, from_redis.allowed) == (False, False)
+    assert from_cache.retry_after == pytest.approx(from_redis.retry_after, abs=0.01)
+    assert from_cache.reset_after == pytest.approx(from_redis.reset_after, abs=0.01)

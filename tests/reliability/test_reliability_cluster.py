@@ -18,7 +18,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
-from cps_limiter import AsyncLimiter, Decision, Limiter
+from cps_limiter import AsyncLimiter, Decision, Limiter, PacedWindow
 from dialer_lambda import Dialer
 from loadtest.simulate.pace import max_in_window
 from loadtest.worker_stub import WorkerStub
@@ -27,6 +27,7 @@ from tests.support.dialer import FakeContext, MakeDialer, dialer_for, make_batch
 from tests.support.faults import DECISION_BOUND, RECOVERY_BOUND
 from tests.support.load import LIMIT, LONG, STRATEGY_NAMES, Load, async_hammer, hammer, strategy
 from tests.support.measure import Measurement, Report
+from tests.support.paced import US, next_free
 from tests.support.redelivery import (
     BATCH,
     TASKS,
@@ -107,6 +108,47 @@ def test_the_fixed_windows_counter_is_named_after_its_window_inside_the_hash_tag
     client = RedisCluster.from_url(cluster.url.split("?")[0])
     assert client.get(counter) == b"3"
     client.close()
+
+
+@pytest.mark.slow
+def test_the_paced_windows_counters_and_pacer_share_the_slot_of_its_hash_tag(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    with Limiter.from_url(cluster.url, PacedWindow(LIMIT), prefix=prefix) as limiter:
+        decision = limiter.acquire(permits=30, max_wait=1.0)  # 0.725 s of moments
+    (keys,) = keys_by_node(cluster, f"{{{prefix}}}*").values()  # all on one master
+    counters = [key for key in keys if key != f"{{{prefix}}}:pace"]
+    client = RedisCluster.from_url(cluster.url.split("?")[0])
+    counts = [int(client.get(key)) for key in counters]
+    client.close()
+    assert (decision.allowed, decision.granted, decision.fail_open) == (True, 30, False)
+    assert f"{{{prefix}}}:pace" in keys
+    assert all(key.removeprefix(f"{{{prefix}}}:").isdigit() for key in counters)
+    assert sum(counts) == 30
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
+
+
+@pytest.mark.slow
+def test_the_paced_window_on_the_cluster_counts_every_permit_and_spaces_them(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    spacing_us = US // LIMIT
+    with Limiter.from_url(cluster.url, PacedWindow(LIMIT), prefix=prefix) as limiter:
+        seconds, micros = limiter.client.time()
+        started = int(seconds) * US + int(micros)
+        # Without max_wait nothing sleeps: the burst is over long before a counter expires.
+        decisions = hammer(lambda: limiter.acquire())
+        free = next_free(limiter.client.get(f"{{{prefix}}}:pace"))
+        counts = [
+            int(limiter.client.get(f"{{{prefix}}}:{second}") or 0)
+            for second in range(started // US, (free or 0) // US + 1)
+        ]
+    granted = sum(d.granted for d in decisions)
+    assert not any(d.fail_open for d in decisions)
+    assert free is not None
+    assert 0 < granted <= (free - started) // spacing_us
+    assert sum(counts) == granted
+    assert max(counts) <= LIMIT
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The figures the fault runs measured, for the README's fault table.
+"""The figures the fault runs measured, for the fault table in docs/bench.md.
 
 ``RELIABILITY_REPORT=/path.json`` writes them at the end of the session (see the
 ``fault_report`` fixture in ``tests/reliability/conftest.py``).
@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass
 class Measurement:
-    """What one fault run showed, for the README's fault table."""
+    """What one fault run showed, for the fault table in docs/bench.md."""
 
     component: str
     fault: str

@@ -1,0 +1,88 @@
+"""A fleet through a Redis outage, the short version of ``python -m loadtest.fleet``: six
+container processes, each a dialer invoked on batches of 10, tasks arriving at twice MAX_CPS,
+one worker stub in its own process stamping every arrival; Redis stopped (SIGSTOP) or killed
+and started again empty, for 3 s. Measured at the worker with strict sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtest.fleet import (
+    FAULTS,
+    FLOOR,
+    OUTAGE_BOUND,
+    UNUSED_BOUND,
+    Figures,
+    FleetConfig,
+    run_outage,
+)
+
+pytestmark = pytest.mark.slow
+
+CONTAINERS = 6
+MAX_CPS = 60
+"""Ten a second per container: what the two-core machine dials alongside the rest of the suite
+without its own scheduling showing up as bursts at the stub."""
+
+
+@pytest.fixture(scope="module", params=FAULTS)
+def outage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
+    """One run per fault, shared by the tests that read its figures."""
+    fault: str = request.param
+    out: Path = tmp_path_factory.mktemp(f"fleet-{fault}")
+    config = FleetConfig(
+        fault=fault,
+        containers=CONTAINERS,
+        max_cps=MAX_CPS,
+        warm_up=3.0,
+        outage=3.0,
+        after=4.0,
+        out=out,
+    )
+    figures = Figures.of(run_outage(config))
+    print(figures.render())
+    return figures
+
+
+def test_before_the_fault_no_second_holds_more_than_the_limit(outage: Figures) -> None:
+    assert outage.before <= MAX_CPS
+
+
+def test_while_redis_is_away_no_second_holds_more_than_a_quarter_over_the_limit(
+    outage: Figures,
+) -> None:
+    assert outage.during <= OUTAGE_BOUND * MAX_CPS
+
+
+def test_while_redis_is_away_calls_go_on_at_a_quarter_of_the_limit_or_more(
+    outage: Figures,
+) -> None:
+    assert outage.outage_rate >= FLOOR * MAX_CPS
+
+
+def test_from_two_seconds_after_redis_returns_no_second_holds_more_than_the_limit(
+    outage: Figures,
+) -> None:
+    assert outage.after <= MAX_CPS
+    assert outage.highest_counter is not None
+    assert outage.highest_counter <= MAX_CPS
+
+
+def test_after_redis_returns_no_counter_holds_permits_the_worker_never_got(
+    outage: Figures,
+) -> None:
+    # After a SIGSTOP, requests queued on the stalled connections must not take capacity
+    # when Redis resumes: each second's counter is at most the calls of that second.
+    assert outage.unused <= UNUSED_BOUND, outage.around
+
+
+def test_nobody_is_called_twice(outage: Figures) -> None:
+    assert outage.placed_twice == 0
+
+
+def test_no_task_is_skipped_as_a_duplicate_of_itself(outage: Figures) -> None:
+    # Every task is unique and only tasks that never reached the worker come back: a
+    # duplicate would be a claim that outlived its own caller, and the task is never called.
+    assert outage.skipped == 0
