@@ -38,7 +38,11 @@ def dial(batch: Batch, ready: list[int]) -> None:
     dials: list[tuple[int, Future[DialOutcome]]] = []
     error = NOT_GRANTED_ERROR
     while pending:
-        decision, link = _permits(batch, len(pending), batch.deadline - time.monotonic())
+        # While Redis is down, one permit at a time: a local grant reaches one slot ahead, so
+        # once Redis is back this container's next dial is under Redis's pace, not the rest of
+        # a second of local slots on top of it.
+        wanted = 1 if batch.redis_unavailable else len(pending)
+        decision, link = _permits(batch, wanted, batch.deadline - time.monotonic())
         if decision is None:
             error = FAIL_CLOSED_ERROR
             break
@@ -64,7 +68,7 @@ def dial(batch: Batch, ready: list[int]) -> None:
 
 
 def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, Link | None]:
-    """One limiter call for every task still waiting; None when Redis failed, fail closed."""
+    """One limiter call for ``wanted`` permits; None when Redis failed, fail closed."""
     max_wait = max(0.0, left)
     with tracer.start_as_current_span(
         "dialer.permits",
@@ -94,7 +98,8 @@ def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, L
         retryAfterSeconds=round(decision.retry_after, 3),
         failOpen=decision.fail_open,
     )
-    if decision.fail_open:
+    # Said once a batch, though it then asks for one permit at a time.
+    if decision.fail_open and not any(earlier.fail_open for earlier in batch.decisions[:-1]):
         message = "Redis unavailable for the CPS limit; dialing without it (fail open)"
         batch.redis_down(logging.WARNING, "acquire", message)
     return decision, Link(span.get_span_context())
