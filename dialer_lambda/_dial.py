@@ -41,7 +41,7 @@ def dial(batch: Batch, ready: list[int]) -> None:
         # While Redis is down, one permit at a time: a local grant reaches one slot ahead, so
         # once Redis is back this container's next dial is under Redis's pace, not the rest of
         # a second of local slots on top of it.
-        wanted = 1 if batch.redis_unavailable else len(pending)
+        wanted = 1 if _redis_down(batch) else len(pending)
         decision, link = _permits(batch, wanted, batch.deadline - time.monotonic())
         if decision is None:
             error = FAIL_CLOSED_ERROR
@@ -65,6 +65,14 @@ def dial(batch: Batch, ready: list[int]) -> None:
     for index, future in dials:
         outcome = batch.dialed[index] = future.result()
         batch.finish(index, TaskStatus(outcome.status), outcome.error, retry=outcome.retry)
+
+
+def _redis_down(batch: Batch) -> bool:
+    """Whether the batch's last word from Redis was a failure: its last decision failed open,
+    or, before any, its claims did."""
+    if batch.decisions:
+        return batch.decisions[-1].fail_open
+    return batch.redis_unavailable > 0
 
 
 def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, Link | None]:
