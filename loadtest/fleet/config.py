@@ -15,7 +15,7 @@ FAULTS: Final = (STALL, KILL)
 DEFAULT_CONTAINERS: Final = 6
 DEFAULT_MAX_CPS: Final = 60
 DEFAULT_DEMAND: Final = 2.0
-DEFAULT_OUT: Final = Path("loadtest-results/fleet")
+DEFAULT_OUT: Final = Path("loadtest/results/fleet")
 
 
 @dataclass(frozen=True)
