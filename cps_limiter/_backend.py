@@ -8,6 +8,7 @@ Redis gives no answer (fail open or closed) is the limiter's ``_unavailable``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -173,11 +174,19 @@ def _drop_idle_connections(client: Any) -> None:
     ones: the idle ones have likely died with the one that failed. A cluster client keeps a
     pool per node and replaces a failed node's connections by itself."""
     pool = getattr(client, "connection_pool", None)
-    if pool is not None:
+    if pool is not None and _drops_idle_only(pool):
         pool.disconnect(inuse_connections=False)
 
 
 async def _adrop_idle_connections(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
-    if pool is not None:
+    if pool is not None and _drops_idle_only(pool):
         await pool.disconnect(inuse_connections=False)
+
+
+def _drops_idle_only(pool: Any) -> bool:
+    """Whether the pool can close its idle connections alone. redis-py's blocking pool could
+    not in older releases, 5.1 among them: its ``disconnect`` closes every connection, those in
+    use by other callers too. There the retry relies on the failed connection, which redis-py
+    has closed and the pool hands out first, being opened afresh."""
+    return "inuse_connections" in inspect.signature(pool.disconnect).parameters

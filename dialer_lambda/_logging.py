@@ -34,6 +34,11 @@ _PLUS_NUMBER = r"\+\d(?:[\s().-]{0,2}\d){6,16}"
 _BARE_NUMBER = r"(?<![\w.:+-])\d(?:[()-]?\d){8,16}(?![\w:])"
 PHONE_PATTERN = re.compile(f"{_PLUS_NUMBER}|{_BARE_NUMBER}")
 
+# Fields that are never phone numbers but may look like one: Lambda's request id is a UUID whose
+# first groups can be all digits ("54512345-1273-..."), and masking it breaks finding an
+# invocation's lines.
+_NOT_PHONES = frozenset({"requestId"})
+
 # One lock for everything written to stdout (log records and EMF lines), so that lines from
 # concurrent invocations never interleave.
 _STDOUT_LOCK = threading.RLock()
@@ -85,8 +90,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        masked = {k: v if k in _NOT_PHONES else _masked(v) for k, v in entry.items()}
         # default=str: an unexpected extra must never make a log call raise.
-        return json.dumps(_masked(entry), default=str, separators=(",", ":"))
+        return json.dumps(masked, default=str, separators=(",", ":"))
 
 
 class StdoutHandler(logging.StreamHandler[TextIO]):

@@ -287,6 +287,19 @@ def test_the_batch_start_and_end_are_logged_with_the_counts(dialer: Dialer, line
     assert (end["totalProcessed"], end["successful"]) == (3, 3)
 
 
+def test_a_request_id_that_looks_like_a_phone_number_is_logged_as_it_is(
+    dialer: Dialer, lines: Lines
+) -> None:
+    # A UUID whose first groups are all digits: 12 digits and a hyphen, phone-shaped.
+    request_id = "54512345-1273-48fe-9377-efeb269b34e3"
+
+    dialer.process(make_batch(1), FakeContext(aws_request_id=request_id))
+
+    [start] = lines.events("batch_start")
+    [end] = lines.events("batch_end")
+    assert (start["requestId"], end["requestId"]) == (request_id, request_id)
+
+
 def test_each_dial_success_is_logged_with_its_call_id(dialer: Dialer, lines: Lines) -> None:
     dialer.process(make_batch(3), FakeContext())
 
