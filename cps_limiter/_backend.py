@@ -40,6 +40,7 @@ sandbox frozen between invocations) and fail its next command, reset or silent, 
 well. Later than this, one more socket timeout (0.1 s) would break the 250-ms bound on a
 decision, and the call fails as it would have."""
 _CONNECTION_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+_TIMEOUTS: Final = (redis.TimeoutError, TimeoutError)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,6 +89,8 @@ class Backend:
         # send the request as it is.
         self._failing = False
         self._ping_first = not is_cluster(client) and callable(getattr(client, "ping", None))
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def call(
         self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
@@ -96,14 +99,14 @@ class Backend:
         error."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
-        started = time.monotonic()
+        started = self._enter()
         try:
             if self._failing:
                 self.client.ping()
             try:
                 result = operation(self.client, *args, **kwargs)
-            except _CONNECTION_ERRORS:
-                if time.monotonic() - started > RETRY_WITHIN:
+            except _CONNECTION_ERRORS as error:
+                if not self._may_retry(error, started):
                     raise
                 _drop_idle_connections(self.client)
                 result = operation(self.client, *args, **kwargs)
@@ -112,6 +115,8 @@ class Backend:
         except BaseException:
             self._breaker.record_abandoned()
             raise
+        finally:
+            self._leave()
         self._answered()
         return result
 
@@ -124,15 +129,15 @@ class Backend:
         """As `call`, for a coroutine, which also fails when the deadline passes."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
-        started = time.monotonic()
+        started = self._enter()
         try:
             async with asyncio.timeout(self._deadline):
                 if self._failing:
                     await self.client.ping()
                 try:
                     result = await operation(self.client, *args, **kwargs)
-                except _CONNECTION_ERRORS:
-                    if time.monotonic() - started > RETRY_WITHIN:
+                except _CONNECTION_ERRORS as error:
+                    if not self._may_retry(error, started):
                         raise
                     await _adrop_idle_connections(self.client)
                     result = await operation(self.client, *args, **kwargs)
@@ -141,8 +146,28 @@ class Backend:
         except BaseException:
             self._breaker.record_abandoned()
             raise
+        finally:
+            self._leave()
         self._answered()
         return result
+
+    def _enter(self) -> float:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        return time.monotonic()
+
+    def _leave(self) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+
+    def _may_retry(self, error: Exception, started: float) -> bool:
+        """Whether a call that failed on its connection is sent once more, on a fresh one."""
+        if time.monotonic() - started > RETRY_WITHIN:
+            return False
+        # A connection that died while idle fails the one call that meets it; a stalled Redis
+        # times out every call in flight at once, and retrying them all would only double
+        # the wait of a crowd.
+        return not (isinstance(error, _TIMEOUTS) and self._in_flight > 1)
 
     def _answered(self) -> None:
         self._failing = False
