@@ -41,6 +41,9 @@ well. Later than this, one more socket timeout (0.1 s) would break the 250-ms bo
 decision, and the call fails as it would have."""
 _CONNECTION_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
 _TIMEOUTS: Final = (redis.TimeoutError, TimeoutError)
+_POOL_EXHAUSTED: Final = "No connection available"
+"""How redis-py's blocking pools say that no connection freed up in time: every connection is
+busy, none died while idle, and sending again would only queue once more."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -162,7 +165,7 @@ class Backend:
 
     def _may_retry(self, error: Exception, started: float) -> bool:
         """Whether a call that failed on its connection is sent once more, on a fresh one."""
-        if time.monotonic() - started > RETRY_WITHIN:
+        if time.monotonic() - started > RETRY_WITHIN or str(error).startswith(_POOL_EXHAUSTED):
             return False
         # A connection that died while idle fails the one call that meets it; a stalled Redis
         # times out every call in flight at once, and retrying them all would only double

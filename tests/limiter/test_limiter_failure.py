@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from cps_limiter import (
     AsyncLimiter,
@@ -18,6 +19,8 @@ from cps_limiter import (
     PacedWindow,
     SlidingWindow,
 )
+from cps_limiter._backend import Backend
+from cps_limiter._breaker import CircuitBreaker
 from loadtest.servers import RedisServer, free_port, stalled_listener
 from tests.conftest import LASTING, LONG, STRATEGIES
 
@@ -240,3 +243,27 @@ def test_a_cached_denial_reports_what_redis_answers_within_10_ms(
     assert (from_cache.allowed, from_redis.allowed) == (False, False)
     assert from_cache.retry_after == pytest.approx(from_redis.retry_after, abs=0.01)
     assert from_cache.reset_after == pytest.approx(from_redis.reset_after, abs=0.01)
+
+
+def _sent(error: Exception) -> int:
+    """How many times one call is sent to a client whose every attempt fails with ``error``."""
+    sent = 0
+
+    def operation(client: object) -> None:
+        nonlocal sent
+        sent += 1
+        raise error
+
+    backend = Backend(object(), CircuitBreaker(), deadline=None)
+    with pytest.raises(BackendUnavailable):
+        backend.call(operation)
+    return sent
+
+
+def test_a_call_whose_connection_was_reset_is_sent_once_more() -> None:
+    assert _sent(redis.ConnectionError("Connection reset by peer")) == 2
+
+
+def test_a_call_that_found_every_connection_busy_is_not_sent_again() -> None:
+    # Queueing for the pool a second time would double a crowd's wait on a stalled Redis.
+    assert _sent(redis.ConnectionError("No connection available.")) == 1
