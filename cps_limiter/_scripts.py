@@ -14,6 +14,8 @@ RESET = "reset"
 
 
 ADAPTIVE_PRELUDE = "adaptive.lua"
+GRANT_REPLY_LENGTH = 4
+"""The fields of the short reply to a grant that needs no wait; the full reply has 7 or 8."""
 
 
 @functools.cache
@@ -35,7 +37,22 @@ def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
     microseconds after the first, space-separated. ``float`` and ``int`` take bytes and str
     alike, so the reply of a client with or without ``decode_responses`` parses without
     decoding first.
+
+    A grant that needs no wait answers ``{granted, limit, remaining, reset_after}`` instead,
+    with integers only (reset_after in microseconds): the common case formats no strings on
+    the server and parses none here.
     """
+    if len(reply) == GRANT_REPLY_LENGTH:
+        granted, limit, remaining, reset_us = reply
+        reset = int(reset_us) / 1_000_000
+        return Decision(
+            allowed=True,
+            granted=int(granted),
+            limit=int(limit),
+            remaining=int(remaining),
+            retry_after=0.0,
+            reset_after=reset if reset > 0.0 else 0.0,
+        ), 0.0
     allowed, granted, limit, remaining, retry_after, reset_after, wait, *paced = reply
     schedule = _schedule(paced[0]) if paced and paced[0] else ()
     retry = float(retry_after)

@@ -15,6 +15,8 @@
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
+--          A grant in the current window, the common case, answers {granted, limit, remaining,
+--          reset_after} instead, reset_after in integer microseconds: no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
 -- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
 local limit = tonumber(ARGV[1])
@@ -53,6 +55,28 @@ local want = permits
 if mode == "peek" then
   want = 1
   max_wait = 0
+end
+
+-- The common case first: count the request in this window's counter and keep it when it fits,
+-- which costs one command where reading the counter first would cost two. A request that does
+-- not fit is taken back at once (the script is atomic, so nobody sees it) and decided below.
+if mode == "acquire" and want > 0 and want <= limit then
+  local key = counter(0)
+  local used = redis.call("INCRBY", key, want)
+  local reset_us = (start + window - sec) * 1000000 - tonumber(time[2])
+  if used <= limit then
+    if used == want then
+      -- A new counter: it outlives its window by one window, so it expires within two.
+      redis.call("PEXPIRE", key, math.ceil((2 * window - elapsed) * 1000))
+    end
+    return {want, limit, limit - used, reset_us}
+  end
+  local before = used - want
+  if partial and before < limit then
+    redis.call("DECRBY", key, used - limit)
+    return {limit - before, limit, 0, reset_us}
+  end
+  redis.call("DECRBY", key, want)
 end
 
 local used_now = tonumber(redis.call("GET", counter(0)) or "0")
@@ -95,8 +119,10 @@ end
 
 local grant = math.min(want, free)
 local key = counter(found)
-redis.call("INCRBY", key, grant)
--- The counter outlives its window by one window, so it expires by itself within two windows.
-redis.call("PEXPIRE", key, math.ceil(((found + 1) * window - elapsed + window) * 1000))
+-- The counter outlives its window by one window, so it expires by itself within two windows;
+-- its expiry is set once, when it is created, as later grants would set the same moment.
+if redis.call("INCRBY", key, grant) == grant then
+  redis.call("PEXPIRE", key, math.ceil(((found + 1) * window - elapsed + window) * 1000))
+end
 local reset_after = (found + 1) * window - elapsed
 return {1, grant, limit, free - grant, "0", tostring(reset_after), tostring(wait)}

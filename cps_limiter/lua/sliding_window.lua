@@ -16,6 +16,8 @@
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait}; the last
 --          three are seconds as strings, because Redis truncates Lua numbers to integers.
 --          retry_after is "inf" when the request can never be granted (permits > limit).
+--          A grant that needs no wait, the common case, answers {granted, limit, remaining,
+--          reset_after} instead, reset_after in integer microseconds: no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
 -- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
 --
@@ -126,4 +128,7 @@ local ttl = reset_after()
 local ttl_ms = math.ceil(ttl / 1000) + 1
 redis.call("PEXPIRE", KEYS[1], ttl_ms)
 redis.call("PEXPIRE", KEYS[2], ttl_ms)
+if at == now then
+  return {grant, limit, free - grant, ttl}
+end
 return {1, grant, limit, free - grant, "0", seconds(ttl), seconds(at - now)}

@@ -15,7 +15,9 @@
 --          retry_after, reset_after, wait};
 --          the last three are seconds as strings, because Redis truncates Lua numbers to
 --          integers. retry_after is "inf" when more permits are asked for than the burst, all or
---          nothing: such a request can never be granted.
+--          nothing: such a request can never be granted. A grant that needs no wait, the
+--          common case, answers {granted, limit, remaining, reset_after} instead, reset_after in
+--          integer microseconds (rounded up): no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
 -- more and the last two KEYS) belong to it; a cap replaces `rate`, and the health factor scales
 -- rate and burst alike.
@@ -94,5 +96,8 @@ local new_tat = tat + grant * interval
 redis.call(
   "SET", KEYS[1], string.format("%.17g", new_tat), "PX", math.max(math.ceil((new_tat - now) * 1000), 1)
 )
-local remaining = math.floor((now + wait + burst_offset - new_tat) / interval + EPSILON)
-return {1, grant, limit, math.max(remaining, 0), "0", tostring(new_tat - now), tostring(wait)}
+local remaining = math.max(math.floor((now + wait + burst_offset - new_tat) / interval + EPSILON), 0)
+if wait == 0 then
+  return {grant, limit, remaining, math.ceil((new_tat - now) * 1000000)}
+end
+return {1, grant, limit, remaining, "0", tostring(new_tat - now), tostring(wait)}
