@@ -28,6 +28,7 @@ from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import Observation
 from ._validation import positive_number
+from ._wire import aevalsha, direct_pool
 
 T = TypeVar("T")
 
@@ -127,12 +128,13 @@ class AsyncLimiter(LimiterCore):
             return self._unavailable(request, error)
         return self._decided(request, reply)
 
-    async def _script(self, client: Any, evalsha: tuple[str | int, ...]) -> Any:
+    async def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
+        pool = direct_pool(client)
         try:
-            return await client.evalsha(*evalsha)
+            return await aevalsha(client, pool, arguments)
         except NoScriptError:
             await client.script_load(self._source)
-            return await client.evalsha(*evalsha)
+            return await aevalsha(client, pool, arguments)
 
     async def aclose(self) -> None:
         """Close the client if this limiter made it (from_url)."""

@@ -26,6 +26,7 @@ from ._errors import BackendUnavailable, ConfigurationError
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import Observation
+from ._wire import direct_pool, evalsha
 
 T = TypeVar("T")
 
@@ -129,13 +130,14 @@ class Limiter(LimiterCore):
             return self._unavailable(request, error)
         return self._decided(request, reply)
 
-    def _script(self, client: Any, evalsha: tuple[str | int, ...]) -> Any:
+    def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
+        pool = direct_pool(client)
         try:
-            return client.evalsha(*evalsha)
+            return evalsha(client, pool, arguments)
         except NoScriptError:
             # A restarted or flushed server (or a new cluster node) has lost the script.
             client.script_load(self._source)
-            return client.evalsha(*evalsha)
+            return evalsha(client, pool, arguments)
 
     def close(self) -> None:
         """Close the client if this limiter made it (from_url)."""
