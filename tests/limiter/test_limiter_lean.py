@@ -1,0 +1,152 @@
+"""The lean common path: a grant in one INCRBY with its expiry set once, a short reply, the
+EVALSHA sent on a pooled connection directly, and tracing that builds nothing unsampled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from cps_limiter import AdaptivePolicy, Decision, FixedWindow, Limiter, _telemetry, _wire
+from cps_limiter._scripts import parse_reply
+from tests.conftest import LASTING, LONG, SyncFacade
+
+MakeLimiter = Callable[..., SyncFacade]
+
+
+def counters(limiter: SyncFacade, prefix: str) -> list[str]:
+    keys = limiter.command("KEYS", f"{prefix}:*")
+    return sorted(k.decode() if isinstance(k, bytes) else k for k in keys)
+
+
+@pytest.mark.parametrize("adaptive", [None, AdaptivePolicy()])
+def test_a_counter_gets_its_expiry_when_created_and_later_grants_keep_it(
+    make_limiter: MakeLimiter, prefix: str, adaptive: AdaptivePolicy | None
+) -> None:
+    limiter = make_limiter(FixedWindow(100, window=LONG), adaptive=adaptive, patient=True)
+    assert limiter.acquire().allowed
+    (counter,) = counters(limiter, prefix)
+    # It outlives its window by one window: between one and two windows from now.
+    assert LONG * 1000 < limiter.command("PTTL", counter) <= 2 * LONG * 1000
+    marker = 3 * LONG * 1000
+    limiter.command("PEXPIRE", counter, marker)
+    assert limiter.acquire(permits=5).allowed
+    assert limiter.command("PTTL", counter) > 2 * LONG * 1000
+
+
+def test_a_request_that_does_not_fit_leaves_the_counter_as_it_was(
+    make_limiter: MakeLimiter, prefix: str
+) -> None:
+    limiter = make_limiter(FixedWindow(5, window=LONG), deny_cache=False, patient=True)
+    assert limiter.acquire(permits=2).allowed
+    (counter,) = counters(limiter, prefix)
+    denied = limiter.acquire(permits=4)
+    assert (denied.allowed, denied.granted, denied.remaining) == (False, 0, 3)
+    assert 0 < denied.retry_after <= LONG
+    assert int(limiter.command("GET", counter)) == 2
+
+
+def test_a_partial_request_takes_what_is_free_in_one_step(
+    make_limiter: MakeLimiter, prefix: str
+) -> None:
+    limiter = make_limiter(FixedWindow(5, window=LONG), patient=True)
+    assert limiter.acquire(permits=2).allowed
+    decision = limiter.acquire(permits=4, partial=True)
+    assert (decision.allowed, decision.granted, decision.remaining) == (True, 3, 0)
+    (counter,) = counters(limiter, prefix)
+    assert int(limiter.command("GET", counter)) == 5
+
+
+@pytest.mark.parametrize("name", sorted(LASTING))
+def test_the_lean_grant_gives_the_decision_the_full_path_gives(
+    make_limiter: MakeLimiter, name: str
+) -> None:
+    """Without a policy the common path answers the short reply; with one (no report, no cap)
+    the same grant takes the adaptive reads: the decisions agree."""
+    lean = make_limiter(LASTING[name](10), patient=True, prefix=f"lean{name}")
+    full = make_limiter(LASTING[name](10), patient=True, adaptive=AdaptivePolicy())
+    full.reset()
+    lean.reset()
+    got = [(lean.acquire(permits=3), full.acquire(permits=3)) for _ in range(2)]
+    for mine, theirs in got:
+        assert (mine.allowed, mine.granted, mine.limit, mine.remaining, mine.retry_after) == (
+            theirs.allowed,
+            theirs.granted,
+            theirs.limit,
+            theirs.remaining,
+            theirs.retry_after,
+        )
+        assert mine.reset_after == pytest.approx(theirs.reset_after, abs=5.0)
+        assert 0 < mine.reset_after <= LONG
+
+
+def test_the_short_reply_parses_as_the_full_reply_of_the_same_grant() -> None:
+    short = parse_reply([3, 10, 7, 1_500_000])
+    full = parse_reply([b"1", b"3", b"10", b"7", b"0", b"1.5", b"0"])
+    assert short == full == (Decision(True, 3, 10, 7, 0.0, 1.5), 0.0)
+
+
+def test_a_plain_client_sends_on_its_pool_and_others_keep_the_plain_path(
+    redis_url: str,
+) -> None:
+    import fakeredis
+
+    client = redis.Redis.from_url(redis_url)
+    assert _wire.direct_pool(client) is client.connection_pool
+    assert _wire.direct_pool(fakeredis.FakeRedis()) is None
+    assert _wire.direct_pool(redis.Redis.from_url(redis_url, single_connection_client=True)) is None
+
+
+def test_a_direct_call_that_fails_disconnects_its_connection_before_giving_it_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.ping()
+    pool = client.connection_pool
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a library bug while reading")
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", broken)
+    with pytest.raises(RuntimeError):
+        _wire.evalsha(client, pool, ("0" * 40, 0))
+    monkeypatch.undo()
+    (connection,) = pool._available_connections  # type: ignore[attr-defined]
+    assert connection._sock is None
+    assert client.ping()
+
+
+def test_an_instrumented_client_keeps_its_command_layer(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = redis.Redis.execute_command
+    seen: list[str] = []
+
+    def traced(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]))
+        return plain(self, *args, **options)
+
+    traced.__wrapped__ = plain  # type: ignore[attr-defined]
+    monkeypatch.setattr(redis.Redis, "execute_command", traced)
+    with Limiter.from_url(redis_url, FixedWindow(5), prefix=prefix) as limiter:
+        seen.clear()
+        assert limiter.acquire().allowed
+    assert seen == ["EVALSHA"]
+
+
+def test_an_unsampled_decision_builds_no_span_attributes(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    monkeypatch.setattr(_telemetry, "_tracer", tracer)
+    built: list[Any] = []
+    monkeypatch.setattr(trace.NonRecordingSpan, "set_attributes", built.append)
+    monkeypatch.setattr(trace.NonRecordingSpan, "set_attribute", built.append)
+    with Limiter.from_url(redis_url, FixedWindow(5), prefix=prefix) as limiter:
+        assert limiter.acquire().allowed
+    assert built == []
