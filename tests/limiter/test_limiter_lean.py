@@ -116,7 +116,7 @@ def test_a_direct_call_that_fails_disconnects_its_connection_before_giving_it_ba
     with pytest.raises(RuntimeError):
         _wire.evalsha(client, pool, ("0" * 40, 0))
     monkeypatch.undo()
-    (connection,) = pool._available_connections  # type: ignore[attr-defined]
+    (connection,) = pool._available_connections
     assert connection._sock is None
     assert client.ping()
 
@@ -124,7 +124,7 @@ def test_a_direct_call_that_fails_disconnects_its_connection_before_giving_it_ba
 def test_an_instrumented_client_keeps_its_command_layer(
     redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plain = redis.Redis.execute_command
+    plain: Any = redis.Redis.execute_command
     seen: list[str] = []
 
     def traced(self: redis.Redis, *args: Any, **options: Any) -> Any:
