@@ -24,9 +24,17 @@ def lua_source(name: str) -> str:
     return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+GRANT_BLOCKS = {"fixed_window.lua": "fixed_window_grant.lua"}
+"""Strategies whose common request has a block of its own, run before the strategy's script
+(in the same script): it answers a grant without the rest's work."""
+
+
 def strategy_source(name: str) -> str:
-    """What runs for a strategy: the adaptive prelude, then the strategy's own script."""
-    return lua_source(ADAPTIVE_PRELUDE) + lua_source(name)
+    """What runs for a strategy: the adaptive prelude, the strategy's grant block if it has
+    one, then the strategy's own script."""
+    block = GRANT_BLOCKS.get(name)
+    grant = "" if block is None else lua_source(block)
+    return lua_source(ADAPTIVE_PRELUDE) + grant + lua_source(name)
 
 
 def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
