@@ -24,7 +24,10 @@ def lua_source(name: str) -> str:
     return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
 
 
-GRANT_BLOCKS = {"fixed_window.lua": "fixed_window_grant.lua"}
+GRANT_BLOCKS = {
+    "fixed_window.lua": "fixed_window_grant.lua",
+    "token_bucket.lua": "token_bucket_grant.lua",
+}
 """Strategies whose common request has a block of its own, run before the strategy's script
 (in the same script): it answers a grant without the rest's work."""
 
