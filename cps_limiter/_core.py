@@ -61,13 +61,24 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 @dataclass(frozen=True, slots=True)
 class Request:
     base: str
-    evalsha: tuple[str | int, ...]
-    """The arguments of EVALSHA: sha, number of keys, keys, then the script's ARGV."""
+    head: tuple[str | int, ...]
+    tail: tuple[str, ...]
     permits: int
     need: int
     """The fewest permits that would satisfy the request (1 when partial)."""
     max_wait: float
     mode: str
+
+    @property
+    def evalsha(self) -> tuple[str | int, ...]:
+        """The arguments of EVALSHA: sha, number of keys, keys, then the script's ARGV. Built
+        when the request is sent, so that a denial served from the cache never builds them."""
+        # The caller gives up on a request long before this; a server that stalled and resumes
+        # refuses it rather than grant capacity nobody will use.
+        deadline = (
+            str(time.time_ns() // 1_000_000 + REQUEST_LIFETIME_MS) if self.mode == ACQUIRE else "0"
+        )
+        return (*self.head, repr(self.max_wait), self.mode, deadline, *self.tail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +198,7 @@ class LimiterCore:
             if len(self._shapes) >= MAX_CACHED_REQUESTS:
                 self._shapes.clear()
             self._shapes[signature] = shape
-        # The caller gives up on a request long before this; a server that stalled and resumes
-        # refuses it rather than grant capacity nobody will use.
-        deadline = (
-            str(time.time_ns() // 1_000_000 + REQUEST_LIFETIME_MS) if mode == ACQUIRE else "0"
-        )
-        evalsha = (*shape.head, repr(max_wait), mode, deadline, *shape.tail)
-        return Request(shape.base, evalsha, permits, shape.need, max_wait, mode)
+        return Request(shape.base, shape.head, shape.tail, permits, shape.need, max_wait, mode)
 
     def _shape(self, scope: str | None, permits: int, partial: bool, mode: str) -> _Shape:
         base = self.key_base(scope)
