@@ -50,6 +50,8 @@ def machine() -> dict[str, Any]:
 def _figure(value: float, unit: str) -> str:
     if unit in ("ms", "MB"):
         return f"{value:,.1f}"
+    if unit == "µs":
+        return f"{value:,.2f}"
     return f"{value:,.0f}"
 
 
