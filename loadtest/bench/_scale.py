@@ -70,7 +70,7 @@ def saturation(session: Session) -> None:
             for child in children:
                 child.send(request)
             answers = [child.read() for child in children]
-            return sum(a["decisions"] / a["seconds"] for a in answers)
+            return sum(float(a["decisions"]) / float(a["seconds"]) for a in answers)
 
         return sample
 
