@@ -11,7 +11,7 @@ import redis
 from ._contenders import NAMES, decisions
 from ._measure import Comparison, Contender, Session
 from ._probes import Child
-from ._server import Recorder
+from ._server import Recorder, Snapshot
 
 CPU_SECONDS = 0.1
 """Seconds of decisions per CPU sample: about a thousand, so that the two INFO calls around
@@ -58,30 +58,51 @@ def server_cpu(session: Session) -> None:
 
 
 def saturation(session: Session) -> None:
+    client = redis.Redis.from_url(session.url)
+    session.stack.callback(client.close)
     children = []
     for _ in range(PROCESSES):
         child = Child("--url", session.url, "--prefix", session.prefix("sat"), module=HAMMER)
         session.stack.callback(child.close)
         children.append(child)
+    cpu: dict[str, list[float]] = {name: [] for name in NAMES}
 
     def together(name: str) -> Callable[[], float]:
         def sample() -> float:
             request = json.dumps({"run": name, "seconds": SATURATION_SECONDS})
+            before = Snapshot.take(client)
             for child in children:
                 child.send(request)
             answers = [child.read() for child in children]
-            return sum(float(a["decisions"]) / float(a["seconds"]) for a in answers)
+            after = Snapshot.take(client)
+            decisions = sum(int(a["decisions"]) for a in answers)
+            cpu[name].append((after.cpu - before.cpu) * 1e6 / decisions)
+            return sum(int(a["decisions"]) / float(a["seconds"]) for a in answers)
 
         return sample
 
+    rounds = max(3, min(session.rounds, SATURATION_ROUNDS))
+    contenders = [Contender(name, together(name)) for name in NAMES]
+    title = f"{PROCESSES} client processes, each with its own client, on one key (the callers "
     session.add(
         Comparison(
             "saturation",
-            f"Saturation: {PROCESSES} client processes, each with its own client, on one key "
-            "(the callers of one limit) of one Redis",
+            f"Saturation: {title}of one limit) of one Redis",
             "ops/s",
             "limits FixedWindow",
-            [Contender(name, together(name)) for name in NAMES],
-            max(3, min(session.rounds, SATURATION_ROUNDS)),
+            contenders,
+            rounds,
         )
     )
+    busy = Comparison(
+        "saturation-cpu",
+        f"Redis CPU per decision (INFO cpu) at saturation: {title}of one limit)",
+        "µs",
+        "limits FixedWindow",
+        contenders,
+        rounds,
+        higher_is_better=False,
+    )
+    # Taken in the same samples as the saturation figures, round by round.
+    busy.samples = cpu
+    session.comparisons[busy.key] = busy
