@@ -16,7 +16,7 @@ from ._server import Recorder, Snapshot
 CPU_SECONDS = 0.1
 """Seconds of decisions per CPU sample: about a thousand, so that the two INFO calls around
 them weigh under 1% and the rusage clock's resolution nothing."""
-CPU_ROUNDS = 15
+CPU_ROUNDS = 25
 PROCESSES = 4
 SATURATION_SECONDS = 0.3
 SATURATION_ROUNDS = 9
