@@ -60,9 +60,15 @@ end
 -- The common case first: count the request in this window's counter and keep it when it fits,
 -- which costs one command where reading the counter first would cost two. A request that does
 -- not fit is taken back at once (the script is atomic, so nobody sees it) and decided below.
+-- A Redis out of memory refuses the first write (pcall): the reads below decide then, as
+-- before, so that a request over the limit is still denied.
+local counted = nil
 if mode == "acquire" and want > 0 and want <= limit then
+  counted = redis.pcall("INCRBY", counter(0), want)
+end
+if type(counted) == "number" then
   local key = counter(0)
-  local used = redis.call("INCRBY", key, want)
+  local used = counted
   local reset_us = (start + window - sec) * 1000000 - tonumber(time[2])
   if used <= limit then
     if used == want then

@@ -23,17 +23,21 @@ if ARGV[6] == "acquire" and ARGV[#ARGV] ~= "1" then
     local span = tonumber(ARGV[2])
     local from = now_sec - (now_sec % span)
     local name = KEYS[1] .. ":" .. from
-    local count = redis.call("INCRBY", name, want)
-    if count <= limit then
-      local micros = tonumber(clock[2])
-      if count == want then
-        -- A new counter: it outlives its window by one window, so it expires within two.
-        local into = (now_sec - from) + micros / 1000000
-        redis.call("PEXPIRE", name, math.ceil((2 * span - into) * 1000))
+    -- pcall: a Redis out of memory refuses a script's first write, and a request it would
+    -- deny must still be denied by fixed_window.lua's reads, as before this block counted.
+    local count = redis.pcall("INCRBY", name, want)
+    if type(count) == "number" then
+      if count <= limit then
+        local micros = tonumber(clock[2])
+        if count == want then
+          -- A new counter: it outlives its window by one window, so it expires within two.
+          local into = (now_sec - from) + micros / 1000000
+          redis.call("PEXPIRE", name, math.ceil((2 * span - into) * 1000))
+        end
+        return {want, limit, limit - count, (from + span - now_sec) * 1000000 - micros}
       end
-      return {want, limit, limit - count, (from + span - now_sec) * 1000000 - micros}
+      -- Taken back at once (the script is atomic, so nobody sees it); fixed_window.lua decides.
+      redis.call("DECRBY", name, want)
     end
-    -- Taken back at once (the script is atomic, so nobody sees it); fixed_window.lua decides.
-    redis.call("DECRBY", name, want)
   end
 end

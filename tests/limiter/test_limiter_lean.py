@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from cps_limiter import AdaptivePolicy, Decision, FixedWindow, Limiter, _telemetry, _wire
 from cps_limiter._scripts import parse_reply
+from loadtest.servers import RedisServer
 from tests.conftest import LASTING, LONG, SyncFacade
 
 MakeLimiter = Callable[..., SyncFacade]
@@ -150,3 +151,26 @@ def test_an_unsampled_decision_builds_no_span_attributes(
     with Limiter.from_url(redis_url, FixedWindow(5), prefix=prefix) as limiter:
         assert limiter.acquire().allowed
     assert built == []
+
+
+@pytest.mark.parametrize("adaptive", [None, AdaptivePolicy()])
+def test_a_redis_out_of_memory_still_denies_a_request_over_the_limit(
+    prefix: str, adaptive: AdaptivePolicy | None
+) -> None:
+    """Counting first is a write, which a Redis out of memory refuses: the script then decides
+    from its reads, as it did before it counted first, rather than fail the decision open."""
+    server = RedisServer().start()
+    try:
+        strategy = FixedWindow(1, window=LONG)
+        options: dict[str, Any] = {"prefix": prefix, "deny_cache": False, "adaptive": adaptive}
+        with Limiter.from_url(server.url, strategy, **options) as limiter:
+            assert limiter.acquire().allowed
+            admin = redis.Redis.from_url(server.url)
+            # noeviction, Redis's default policy: every write is refused.
+            used: Any = admin.info("memory")
+            admin.config_set("maxmemory", used["used_memory"] // 2)
+            denied = limiter.acquire()
+            admin.close()
+        assert (denied.allowed, denied.fail_open) == (False, False)
+    finally:
+        server.stop()
