@@ -45,9 +45,17 @@ SCENARIOS: Final = ("fixed", "sliding", "token", "dialer")
 DEFAULT_INVALID_RATE: Final = 0.01
 
 
-def seed_task() -> dict[str, Any]:
-    """A fresh deep copy of the seed's example task (calling windows empty: dial any time)."""
-    return copy.deepcopy(_SEED_TASK)
+def seed_task(*, limits: bool = False) -> dict[str, Any]:
+    """A fresh deep copy of the seed's example task (calling windows empty: dial any time).
+
+    Without ``limits`` the example's ``maxConcurrentCalls`` is left out: a campaign limit holds a
+    lease per call until the worker releases it, so runs and tests that share a Redis would
+    fill the example's campaign; those that want a limit set it (``limits=True`` keeps it).
+    """
+    task = copy.deepcopy(_SEED_TASK)
+    if not limits:
+        del task["campaign"]["config"]["maxConcurrentCalls"]
+    return task
 
 
 SEED_TASK: Final[dict[str, Any]] = seed_task()
