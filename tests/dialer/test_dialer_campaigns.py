@@ -11,7 +11,7 @@ import pytest
 from cps_limiter import ConfigurationError
 from dialer_lambda import Dialer, Settings
 from dialer_lambda._campaigns import CAMPAIGN_CPS_ERROR, CAMPAIGN_FULL_ERROR
-from loadtest.worker_stub import WorkerStub
+from loadtest.worker_stub import CallEnds, WorkerStub
 from tests.support.dialer import FakeContext, Lines, MakeDialer, make_task
 
 FULL = 5
@@ -158,3 +158,18 @@ def test_a_malformed_max_concurrent_calls_makes_the_task_invalid(
     result = make_dialer().process([limited_task(0, maxConcurrentCalls=value)], FakeContext())
     assert result["failed"] == 1
     assert result["errors"][0]["error"].startswith("invalid task: campaign.config.maxConcurrent")
+
+
+def test_the_stub_ends_each_call_after_call_seconds_and_frees_its_lease(memory_url: str) -> None:
+    with WorkerStub() as stub:
+        factory = MakeDialer(stub.url, memory_url)
+        dialer = factory()
+        stub.call_ends = ends = CallEnds(dialer.limiter.client, call_seconds=0.1)
+        first = dialer.process(full_batch(0, size=FULL + 2), FakeContext())
+        ends.wait_idle()
+        released = ends.released
+        second = dialer.process(full_batch(10, size=FULL), FakeContext())
+        factory.close()
+    assert (first["successful"], first["rateLimited"]) == (FULL, 2)
+    assert second["successful"] == FULL
+    assert released == FULL
