@@ -55,13 +55,15 @@ class CallEnds:
         ends._owns_client = True
         return ends
 
-    def answered(self, body: Mapping[str, object]) -> None:
-        """A call was answered: it ends ``call_seconds`` from now."""
+    def answered(self, body: Mapping[str, object], ends_in: float | None = None) -> None:
+        """A call was answered: it ends ``ends_in`` seconds from now (``call_seconds`` when
+        not given)."""
         call_id, campaign_id = body.get("callId"), body.get("campaignId")
         if not isinstance(call_id, str) or not isinstance(campaign_id, str):
             return
         with self._wake:
-            heapq.heappush(self._due, (time.monotonic() + self._seconds, campaign_id, call_id))
+            seconds = self._seconds if ends_in is None else ends_in
+            heapq.heappush(self._due, (time.monotonic() + seconds, campaign_id, call_id))
             self._wake.notify()
 
     def in_progress(self) -> int:
