@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 import redis
 
-from cps_limiter import AsyncLimiter, Concurrency, FixedWindow, Limiter, Rule
+from cps_limiter import AsyncLimiter, Concurrency, FixedWindow, Limiter, PacedWindow, Rule
 
 PROCESSES = 4
 THREADS = 4
@@ -29,6 +29,7 @@ CAMPAIGNS = {
     "campaign:b": (FixedWindow(18, window=LONG), Concurrency(25, ttl=LONG)),
 }
 GENEROUS_TIMEOUT = 2.0
+ASYNC_IN_FLIGHT = 32
 
 
 def rules_of(scope: str) -> list[Rule]:
@@ -111,9 +112,14 @@ async def test_no_rule_is_exceeded_by_concurrent_async_callers(redis_url: str, p
     limiter = AsyncLimiter.from_url(redis_url, TRUNK, prefix=prefix, decision_timeout=2.0)
     taken: dict[str, list[str]] = {scope: [] for scope in CAMPAIGNS}
 
+    # Fewer callers in flight than the pool's connections: one waiting for a connection longer
+    # than the pool allows would fail open, which is not what this test is about.
+    in_flight = asyncio.Semaphore(ASYNC_IN_FLIGHT)
+
     async def one(n: int) -> None:
         scope = sorted(CAMPAIGNS)[n % len(CAMPAIGNS)]
-        decision = await limiter.acquire_all(rules_of(scope), 1, leases=[f"async-{n}"])
+        async with in_flight:
+            decision = await limiter.acquire_all(rules_of(scope), 1, leases=[f"async-{n}"])
         assert not decision.fail_open
         taken[scope] += decision.leases
 
@@ -123,3 +129,46 @@ async def test_no_rule_is_exceeded_by_concurrent_async_callers(redis_url: str, p
     with Limiter(client, TRUNK, prefix=prefix) as sync:
         check(client, sync, taken)
     client.close()
+
+
+PACED = PacedWindow(40)
+PACED_CAMPAIGNS = {"campaign:p": Concurrency(6, ttl=LONG), "campaign:q": Concurrency(4, ttl=LONG)}
+
+
+def test_a_paced_trunk_counts_exactly_the_permits_its_campaigns_leased(
+    redis_url: str, prefix: str
+) -> None:
+    limiter = Limiter.from_url(
+        redis_url,
+        PACED,
+        prefix=prefix,
+        max_connections=THREADS * 2,
+        socket_timeout=GENEROUS_TIMEOUT,
+        socket_connect_timeout=GENEROUS_TIMEOUT,
+    )
+    start = threading.Barrier(THREADS * 2)
+    taken: dict[str, list[str]] = {scope: [] for scope in PACED_CAMPAIGNS}
+
+    def run(thread: int) -> None:
+        start.wait()
+        for attempt in range(ATTEMPTS_PER_THREAD):
+            scope = sorted(PACED_CAMPAIGNS)[(thread + attempt) % 2]
+            rules = [Rule(PACED), Rule(PACED_CAMPAIGNS[scope], scope)]
+            decision = limiter.acquire_all(rules, 1, max_wait=0.2, leases=[f"{thread}-{attempt}"])
+            assert not decision.fail_open
+            taken[scope] += decision.leases
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client = limiter.client
+    counted = sum(int(client.get(key) or 0) for key in client.keys(f"{prefix}:[0-9]*"))
+    for scope, concurrency in PACED_CAMPAIGNS.items():
+        members = {m.decode() for m in client.zrange(limiter.lease_key(scope), 0, -1)}
+        assert members == set(taken[scope])
+        assert len(members) == concurrency.limit
+    # Every permit the trunk counted was leased: none was left counted by a denial.
+    assert counted == sum(c.limit for c in PACED_CAMPAIGNS.values())
+    limiter.close()
