@@ -278,6 +278,22 @@ def cluster_dialer(on_cluster: MakeDialer) -> Dialer:
 
 
 @pytest.mark.slow
+def test_a_full_campaign_on_the_cluster_gets_its_limit_and_its_leases_share_the_trunks_slot(
+    on_cluster: MakeDialer, stub: WorkerStub, cluster: LocalCluster, prefix: str
+) -> None:
+    dialer = on_cluster(MAX_CPS="50", RATE_LIMIT_MAX_WAIT_SECONDS="1")
+    batch = make_batch(8)
+    for task in batch:
+        task["campaign"]["config"]["maxConcurrentCalls"] = 5
+    result = dialer.process(batch, FakeContext())
+    assert (result["successful"], result["rateLimited"]) == (5, 3)
+    key = f"{{{prefix}-cps}}:campaign:campaign-123:leases"
+    assert dialer.limiter.lease_key("campaign:campaign-123") == key
+    assert dialer.limiter.leases_held("campaign:campaign-123")[0] == 5
+    assert key_slot(key.encode()) == key_slot(dialer.limiter.key_base().encode())
+
+
+@pytest.mark.slow
 def test_the_dialer_on_a_cluster_url_paces_a_batch_at_max_cps(
     cluster_dialer: Dialer, stub: WorkerStub
 ) -> None:
