@@ -3,7 +3,10 @@ maxCps as a second CPS rule, and campaigns sharing the trunk."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from loadtest.worker_stub import CallEnds, WorkerStub
 from tests.support.dialer import FakeContext, Lines, MakeDialer, make_task
 
 FULL = 5
+SHARING_SECONDS = 3.0
 SHORT_CALL_MAX = "0.5"
 """CALL_MAX_SECONDS for tests that wait for leases to expire: short, on the Redis clock."""
 
@@ -173,3 +177,33 @@ def test_the_stub_ends_each_call_after_call_seconds_and_frees_its_lease(memory_u
     assert (first["successful"], first["rateLimited"]) == (FULL, 2)
     assert second["successful"] == FULL
     assert released == FULL
+
+
+def test_two_campaigns_in_batches_of_their_own_share_the_trunk(
+    make_dialer: MakeDialer, stub: WorkerStub
+) -> None:
+    """Two invocations per campaign, each taking batches of its campaign for the same time:
+    the same demand, as a queue that keeps delivering both campaigns' tasks would make."""
+    dialer = make_dialer(MAX_CPS="20", RATE_LIMIT_MAX_WAIT_SECONDS="0.5")
+    ends = time.monotonic() + SHARING_SECONDS
+
+    def invocation(campaign: str, first: int) -> None:
+        for start in itertools.count(first, 10):
+            if time.monotonic() >= ends:
+                return
+            tasks = [
+                limited_task(n, campaign, maxConcurrentCalls=1000) for n in range(start, start + 10)
+            ]
+            dialer.process(tasks, FakeContext())
+
+    with ThreadPoolExecutor(4) as pool:
+        runs = [
+            pool.submit(invocation, campaign, 100_000 * k)
+            for k, campaign in enumerate(["campaign-a", "campaign-b", "campaign-a", "campaign-b"])
+        ]
+        for run in runs:
+            run.result()
+    split = Counter(call.body["campaignId"] for call in stub.calls if call.body is not None)
+    total = split["campaign-a"] + split["campaign-b"]
+    assert total >= SHARING_SECONDS * 20 * 0.8
+    assert min(split["campaign-a"], split["campaign-b"]) >= 0.15 * total
