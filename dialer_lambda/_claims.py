@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -29,6 +31,29 @@ DEFAULT_PREFIX: Final = "dialer:claim"
 DEFAULT_FLEET_KEY: Final = "cps:fleet"
 FLEET_SECONDS: Final = 10.0
 """A container that made no claim for this long no longer counts as dialing."""
+
+
+class FleetPeak:
+    """The most containers a store heard of within the last `FLEET_SECONDS`. A Redis that
+    restarted empty has lost every heartbeat, and the first claim after it counts one container:
+    taken as it is, a container would think itself alone and, at the next outage, take the
+    whole limit. Heartbeats refill the count within `FLEET_SECONDS`. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (when, count), counts strictly falling: the front is the peak of the window.
+        self._peaks: deque[tuple[float, int]] = deque()
+
+    def heard(self, count: int) -> int:
+        """The peak, ``count`` included."""
+        now = time.monotonic()
+        with self._lock:
+            while self._peaks and self._peaks[-1][1] <= count:
+                self._peaks.pop()
+            self._peaks.append((now, count))
+            while self._peaks[0][0] < now - FLEET_SECONDS:
+                self._peaks.popleft()
+            return self._peaks[0][1]
 
 
 def claim_key(
@@ -57,6 +82,7 @@ class ClaimStore:
     prefix: str = DEFAULT_PREFIX
     fleet_key: str = DEFAULT_FLEET_KEY
     container: str = field(default_factory=lambda: uuid.uuid4().hex)
+    fleet: FleetPeak = field(default_factory=FleetPeak, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl <= 0:
@@ -67,7 +93,8 @@ class ClaimStore:
 
     def claim(self, keys: Sequence[str], owner: str) -> tuple[list[bool], int]:
         """Claim each key for ``owner``: True where the claim is new, False for a repeat; and
-        how many containers dialed within the last `FLEET_SECONDS`, this one included.
+        how many containers dialed within the last `FLEET_SECONDS`, this one included (the
+        most this store heard of in that time: see `FleetPeak`).
 
         Raises `BackendUnavailable` when Redis cannot be reached: the caller decides whether to
         fail open.
@@ -97,7 +124,7 @@ class ClaimStore:
         for key, holder in zip(keys, holders, strict=True):
             fresh.append(holder in (owner, mine) and key not in seen)
             seen.add(key)
-        return fresh, max(int(replies[-2]), 1)
+        return fresh, self.fleet.heard(max(int(replies[-2]), 1))
 
     def release(self, keys: Sequence[str]) -> None:
         """Give up claims whose dial surely never reached the worker, so a retry may dial.

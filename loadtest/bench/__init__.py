@@ -8,6 +8,9 @@ ratios against the baseline measured in the same round. It prints a table and th
 PASS/MISS, and writes ``loadtest/results/bench.json`` and ``bench.md``.
 
 The parts: ``_measure`` takes the samples, ``_limiters`` and ``_processes`` set up the
-comparisons (the latter through the probe children of ``_probes``), ``_targets`` holds the
-results against the issue's targets, ``_report`` writes them down.
+comparisons (the latter through the probe children of ``_probes``), ``_scale`` the ones that
+decide how far a shared limit scales: Redis CPU per decision (``_server`` reads it from INFO)
+and the saturation of one Redis by several client processes (``_hammer``), both over the
+contenders of ``_contenders``; ``_targets`` holds the results against the issue's targets,
+``_report`` writes them down.
 """

@@ -13,7 +13,7 @@ import loadtest.bench
 from loadtest.reports import RESULTS, write_report
 from loadtest.servers import RedisServer
 
-from . import _limiters, _processes, _report, _rules, _targets
+from . import _limiters, _processes, _report, _rules, _scale, _targets
 from ._measure import Session
 
 DEFAULT_ROUNDS = 60
@@ -26,6 +26,8 @@ DEFAULT_PROCESS_ROUNDS = 9
 tenth of a second per sample (the dialer's batches)."""
 SECTIONS: dict[str, Callable[[Session], None]] = {
     "single": _limiters.single_permit,
+    "cpu": _scale.server_cpu,
+    "saturation": _scale.saturation,
     "batch": _limiters.batch_of_ten,
     "async": _limiters.concurrency,
     "deny": _limiters.over_the_limit,

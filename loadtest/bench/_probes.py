@@ -16,11 +16,12 @@ PROBE = (sys.executable, "-m", "loadtest._probe")
 
 
 class Child:
-    """A `loadtest._probe` process answering one JSON line per command."""
+    """A `loadtest._probe` process (or another ``module``) answering one JSON line per
+    command."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, module: str = PROBE[-1]) -> None:
         self.process = subprocess.Popen(
-            [*PROBE, *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -38,11 +39,14 @@ class Child:
         return answer
 
     def ask(self, command: str) -> dict[str, Any]:
+        self.send(command)
+        return self.read()
+
+    def send(self, command: str) -> None:
         stdin: IO[str] | None = self.process.stdin
         assert stdin is not None
         stdin.write(command + "\n")
         stdin.flush()
-        return self.read()
 
     def close(self) -> None:
         if self.process.stdin is not None:

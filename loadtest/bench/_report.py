@@ -16,6 +16,7 @@ from loadtest.reports import Verdict, verdict_table
 from loadtest.servers import REDIS_SERVER
 
 from ._measure import Comparison, Session
+from ._scale import CPU_SECONDS, SATURATION_SECONDS
 
 PACKAGES = ("cps-limiter", "redis", "hiredis", "limits", "opentelemetry-sdk")
 
@@ -50,6 +51,8 @@ def machine() -> dict[str, Any]:
 def _figure(value: float, unit: str) -> str:
     if unit in ("ms", "MB"):
         return f"{value:,.1f}"
+    if unit == "µs":
+        return f"{value:,.2f}"
     return f"{value:,.0f}"
 
 
@@ -75,6 +78,18 @@ def _comparison_table(comparison: Comparison, note: str) -> list[str]:
     return [*lines, ""]
 
 
+def _scale_rounds(session: Session) -> str:
+    parts = [
+        f"{label}: {session.comparisons[key].rounds} rounds of {seconds:g} s per contender"
+        for key, label, seconds in (
+            ("cpu", "Redis CPU", CPU_SECONDS),
+            ("saturation", "saturation", SATURATION_SECONDS),
+        )
+        if key in session.comparisons
+    ]
+    return f" {'; '.join(parts)}." if parts else ""
+
+
 def table(session: Session, verdicts: Sequence[Verdict], info: dict[str, Any]) -> str:
     """The results as markdown: one table per comparison, then the targets."""
     lines = [
@@ -84,7 +99,8 @@ def table(session: Session, verdicts: Sequence[Verdict], info: dict[str, Any]) -
         f"{info['load_average_before'][0]:.2f}, after {info['load_average_after'][0]:.2f}. "
         f"Throughput: median of {session.rounds} rounds of {session.slice:g} s per contender, "
         "the order rotating each round; ratios are medians of per-round ratios. Dialer and cold "
-        f"start: {session.process_rounds * 2} and {session.process_rounds} rounds.",
+        f"start: {session.process_rounds * 2} and {session.process_rounds} rounds."
+        + _scale_rounds(session),
         "",
     ]
     for comparison in session.comparisons.values():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from cps_limiter import FixedWindow, Limiter
 from dialer_lambda import CallingWindow, DialTask, InvalidTask, parse_task
 from dialer_lambda._calendar import CalendarError, CallingSchedule, parse_windows, schedule_of
 from dialer_lambda._claims import ClaimStore, claim_key
@@ -232,3 +234,16 @@ def test_claim_keys_differ_by_campaign_contact_and_attempt() -> None:
 def test_a_claim_store_needs_a_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl"):
         ClaimStore(limiter=None, ttl=0)  # type: ignore[arg-type]
+
+
+def test_a_redis_that_restarted_empty_does_not_make_a_container_think_it_is_alone() -> None:
+    limiter = Limiter.from_url(f"memory://{uuid.uuid4().hex}", FixedWindow(10))
+    stores = [ClaimStore(limiter, ttl=60) for _ in range(3)]
+    for number, store in enumerate(stores):
+        store.claim([f"before-{number}"], "owner")
+    _, before = stores[0].claim(["again"], "owner")
+    limiter.client.flushall()  # the restart: every heartbeat is gone
+
+    _, after = stores[0].claim(["after"], "owner")
+
+    assert (before, after) == (3, 3)

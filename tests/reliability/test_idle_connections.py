@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
@@ -25,14 +24,13 @@ from loadtest.runtime.api import InvocationEnd, RuntimeApi
 from loadtest.runtime.process import RuntimeProcess
 from loadtest.servers import RedisServer
 from loadtest.worker_stub import WorkerStub
+from tests.support.connections import KILLS, client_kill
 from tests.support.dialer import make_batch
 from tests.support.faults import DECISION_BOUND
 from tests.support.proxy import BlackholeProxy
 
 BATCH = 10
-KILLS = ("client-kill", "reset", "silent")
-KILL_TIMEOUT_SECONDS = 5.0
-POLL_SECONDS = 0.01
+
 UNAVAILABLE = "Redis unavailable"
 STALLED_INVOCATION_BOUND_MS = 2 * DECISION_BOUND * 1000 + 1000
 """A stalled Redis costs the claims and the permits one decision each; the dials (the stub
@@ -94,23 +92,6 @@ def _claims(raw_redis: redis.Redis, prefix: str) -> int:
     return sum(1 for _ in raw_redis.scan_iter(match=f"{prefix}:claim:*"))
 
 
-def _client_ids(raw_redis: redis.Redis, name: str) -> set[str]:
-    entries = cast(list[dict[str, str]], raw_redis.client_list())
-    return {entry["id"] for entry in entries if entry.get("name") == name}
-
-
-def _client_kill(raw_redis: redis.Redis, name: str) -> None:
-    """``CLIENT KILL ID`` each connection named ``name``; return once Redis lists none."""
-    ids = _client_ids(raw_redis, name)
-    assert ids, f"no Redis connection named {name} to kill"
-    for client_id in ids:
-        raw_redis.client_kill_filter(_id=client_id)
-    deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-    while _client_ids(raw_redis, name) & ids:
-        assert time.monotonic() < deadline, f"Redis still lists {ids} after CLIENT KILL"
-        time.sleep(POLL_SECONDS)
-
-
 def _broke(count: int) -> None:
     assert count > 0, "the proxy held no connection to break"
 
@@ -137,7 +118,7 @@ def start_sandbox(
 
         def start(kill: str) -> Sandbox:
             kills: dict[str, tuple[str, Callable[[], None]]] = {
-                "client-kill": (redis_url, lambda: _client_kill(raw_redis, prefix)),
+                "client-kill": (redis_url, lambda: client_kill(raw_redis, prefix)),
                 "reset": (proxy.url, lambda: _broke(proxy.reset_existing())),
                 "silent": (proxy.url, lambda: _broke(proxy.silence_existing())),
             }

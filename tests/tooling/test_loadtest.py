@@ -11,10 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
+from cps_limiter import FixedWindow, Limiter
+from loadtest.bench._server import Recorder
 from loadtest.reports import Verdict, verdict_table
 from loadtest.run import burst_limit, checks_for, scenario_result, utilisation
 from loadtest.run.__main__ import dialer_users, parse_args
+from loadtest.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 50
@@ -217,3 +221,21 @@ def test_a_verdicts_row_shows_the_figure_and_its_target_in_the_figures_unit(
 def test_a_verdict_refuses_a_unit_it_cannot_show() -> None:
     with pytest.raises(ValueError, match="unit"):
         Verdict("subject", "check", 1.0, 1.0, unit="ops/s")
+
+
+def test_the_bench_finds_a_positive_redis_time_per_decision_sent_as_one_evalsha() -> None:
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        with Limiter.from_url(server.url, FixedWindow(10**6), prefix="cpu") as limiter:
+            recorder = Recorder(client, seconds=0.05)
+            sample = recorder.sampler("fixed", limiter.acquire)
+            cpu_us = sample()
+        taken = recorder.samples["fixed"][0]
+        client.close()
+    finally:
+        server.cleanup()
+    assert cpu_us > 0
+    assert taken.sent == {"evalsha"}
+    assert taken.commands["evalsha"][0] == 1.0
+    assert taken.commandstats_us > 0
