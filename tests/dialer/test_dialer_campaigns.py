@@ -14,6 +14,7 @@ import pytest
 from cps_limiter import ConfigurationError
 from dialer_lambda import Dialer, Settings
 from dialer_lambda._campaigns import CAMPAIGN_CPS_ERROR, CAMPAIGN_FULL_ERROR
+from loadtest.servers import free_port
 from loadtest.worker_stub import CallEnds, WorkerStub
 from tests.support.dialer import FakeContext, Lines, MakeDialer, make_task
 
@@ -207,3 +208,24 @@ def test_two_campaigns_in_batches_of_their_own_share_the_trunk(
     total = split["campaign-a"] + split["campaign-b"]
     assert total >= SHARING_SECONDS * 20 * 0.8
     assert min(split["campaign-a"], split["campaign-b"]) >= 0.15 * total
+
+
+def test_with_a_trunk_that_is_no_rule_the_campaign_still_gets_exactly_its_limit(
+    make_dialer: MakeDialer,
+) -> None:
+    dialer = make_dialer(CPS_STRATEGY="sliding", MAX_CPS="50")
+    result = dialer.process(full_batch(0, size=8), FakeContext())
+    assert (result["successful"], result["rateLimited"]) == (FULL, 8 - FULL)
+    assert dialer.limiter.leases_held("campaign:campaign-5")[0] == FULL
+
+
+def test_while_redis_is_down_a_limited_campaign_is_dialed_without_its_limit(
+    stub: WorkerStub,
+) -> None:
+    factory = MakeDialer(stub.url, f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        result = factory().process(full_batch(0, size=3), FakeContext())
+    finally:
+        factory.close()
+    assert result["successful"] == 3
+    assert len(stub.calls) == 3
