@@ -13,7 +13,7 @@ from typing import ClassVar
 from ._decision import Decision
 from ._errors import ConfigurationError
 from ._scripts import _schedule
-from ._strategies import FixedWindow, PacedWindow
+from ._strategies import FixedWindow, PacedWindow, TokenBucket
 from ._validation import (
     key_part,
     non_negative_int,
@@ -56,22 +56,23 @@ class Concurrency:
         return [self.name, str(self.limit), str(round(self.ttl * 1000))]
 
 
-RuleLimit = FixedWindow | PacedWindow | Concurrency
-_KINDS = {FixedWindow: "fixed", PacedWindow: "paced"}
+RuleLimit = FixedWindow | PacedWindow | TokenBucket | Concurrency
+_KINDS = {FixedWindow: "fixed", PacedWindow: "paced", TokenBucket: "token"}
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One limit of a decision over several: a fixed or paced window (permits per window) or a
-    `Concurrency` (leases held at once), on its own ``scope`` (None: the limiter's own keys)."""
+    """One limit of a decision over several: a fixed or paced window (permits per window), a
+    token bucket, or a `Concurrency` (leases held at once), on its own ``scope`` (None: the
+    limiter's own keys)."""
 
     limit: RuleLimit
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.limit, FixedWindow | PacedWindow | Concurrency):
+        if not isinstance(self.limit, FixedWindow | PacedWindow | TokenBucket | Concurrency):
             raise ConfigurationError(
-                "a rule's limit must be FixedWindow, PacedWindow or Concurrency, "
+                "a rule's limit must be FixedWindow, PacedWindow, TokenBucket or Concurrency, "
                 f"not {type(self.limit).__name__}"
             )
         if self.scope is not None:

@@ -25,6 +25,7 @@ from cps_limiter import (
     PacedWindow,
     Rule,
     RulesDecision,
+    TokenBucket,
 )
 
 from ._logging import log_event
@@ -99,7 +100,7 @@ def take(batch: Batch, group: Group, wanted: int, max_wait: float) -> Decision:
     leases = ids if limits.max_concurrent_calls is not None else []
     rules = limits.rules(batch.dialer.settings.call_max_seconds)
     decision: Decision
-    if isinstance(limiter.strategy, FixedWindow | PacedWindow):
+    if isinstance(limiter.strategy, FixedWindow | PacedWindow | TokenBucket):
         decision = limiter.acquire_all(
             [Rule(limiter.strategy), *rules], wanted, partial=True, max_wait=max_wait, leases=leases
         )
@@ -124,7 +125,7 @@ def _campaign_then_trunk(
     max_wait: float,
     leases: list[str],
 ) -> Decision:
-    """For a trunk strategy that is no rule (sliding, token): the campaign's rules, then the
+    """For a trunk strategy that is no rule (sliding): the campaign's rules, then the
     trunk's permits for what they granted; leases the trunk did not cover are given back. A
     campaign CPS permit the trunk denied stays counted (this is the one leak of that path)."""
     limiter = batch.dialer.limiter

@@ -5,6 +5,7 @@
 -- KEYS     per rule, in the order of the rules:
 --            paced:       base, base .. ":pace" (as paced_window.lua; counters base .. ":" .. t)
 --            fixed:       base (counters base .. ":" .. t, as fixed_window.lua)
+--            token:       base .. ":tat" (as token_bucket.lua: seconds since EPOCH below)
 --            concurrency: the lease set, a ZSET: member = lease id, score = expiry, unix ms
 --          On a cluster every base carries the same hash tag, so one decision is one slot.
 -- ARGV[1]  n: the number of rules (>= 1)
@@ -20,6 +21,7 @@
 -- then     per rule: its kind and parameters:
 --            "paced", limit (permits per window), window (whole seconds), headroom (0 <= h < 1)
 --            "fixed", limit (permits per window), window (whole seconds)
+--            "token", rate (permits per period), burst (integer >= 1), period (seconds)
 --            "concurrency", limit (leases held at once), ttl (milliseconds a lease lives)
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait, offsets,
 --          limited_by}: retry_after, reset_after and wait are seconds as strings (Redis truncates
@@ -59,6 +61,10 @@ for i = 1, n do
   if rule.kind == "concurrency" then
     rule.ttl = tonumber(ARGV[a + 2])
     a = a + 3
+  elseif rule.kind == "token" then
+    rule.rate, rule.burst = rule.limit, tonumber(ARGV[a + 2])
+    rule.period = tonumber(ARGV[a + 3])
+    a = a + 4
   else
     rule.window_us = tonumber(ARGV[a + 2]) * US
     rule.phase = (EPOCH % tonumber(ARGV[a + 2])) * US
@@ -75,8 +81,28 @@ for i = 1, n do
   rules[i] = rule
 end
 local factor, cap = adaptive_factor(sec)
-if rules[1].kind ~= "concurrency" then
+if rules[1].kind == "token" then
+  -- As token_bucket.lua: a cap replaces the rate, and the health factor scales rate and burst.
+  local first = rules[1]
+  if cap ~= nil or factor ~= 1 then
+    local base_rate = first.rate
+    first.rate = (cap or first.rate) * factor
+    first.burst = math.max(math.floor(first.burst * first.rate / base_rate), 1)
+  end
+elseif rules[1].kind ~= "concurrency" then
   rules[1].limit = math.max(math.floor((cap or rules[1].limit) * factor), 1)
+end
+-- A token rule's state: its TAT as token_bucket.lua keeps it, in seconds since EPOCH.
+local EPSILON = 1e-6
+local now_s = (sec - EPOCH) + tonumber(time[2]) / US
+for _, rule in ipairs(rules) do
+  if rule.kind == "token" then
+    rule.limit = math.max(math.floor(rule.rate + 1e-9), 1)
+    rule.interval = rule.period / rule.rate
+    rule.offset = rule.interval * rule.burst
+    rule.tat = math.max(tonumber(redis.call("GET", rule.key) or "0"), now_s)
+    rule.stored = rule.tat
+  end
 end
 
 local function start_of(rule, t)
@@ -148,6 +174,13 @@ for j = 1, want do
     if rule.kind == "fixed" and used_in(rule, start_of(rule, t)) >= rule.limit then
       limited_by, stop = rule.index, start_of(rule, t) + rule.window_us
       break
+    elseif rule.kind == "token" then
+      -- GCRA at the permit's moment: its arrival may run ahead of it by the burst, no more.
+      rule.next = math.max(rule.tat, t / US) + rule.interval
+      if rule.next - t / US > rule.offset + EPSILON then
+        limited_by, stop = rule.index, math.floor((rule.next - rule.offset) * US)
+        break
+      end
     end
   end
   if stop ~= nil then
@@ -157,6 +190,8 @@ for j = 1, want do
     if rule.kind == "fixed" then
       local start = start_of(rule, t)
       rule.used[start] = rule.used[start] + 1
+    elseif rule.kind == "token" then
+      rule.tat = rule.next
     end
   end
   granted = j
@@ -175,6 +210,8 @@ local function remaining(held)
     local left
     if rule.kind == "concurrency" then
       left = rule.limit - rule.active - held
+    elseif rule.kind == "token" then
+      left = math.min(math.floor((now_s + rule.offset - rule.tat) / rule.interval + EPSILON), rule.burst)
     else
       left = rule.limit - used_in(rule, start_of(rule, now))
     end
@@ -185,6 +222,8 @@ end
 local function reset_after(rule, last)
   if rule.kind == "paced" then
     return seconds(last - now)
+  elseif rule.kind == "token" then
+    return tostring(math.max(rule.tat - now_s, 0))
   elseif rule.kind == "fixed" then
     return used_in(rule, start_of(rule, now)) > 0 and seconds(start_of(rule, now) + rule.window_us - now) or "0"
   end
@@ -204,12 +243,17 @@ if granted < need then
     if first ~= nil and (need - 1) * rule.spacing <= max_wait_us then
       retry = seconds(first - now)
     end
+  elseif rule.kind == "token" then
+    if need <= rule.burst then
+      retry = seconds(stop - now)
+    end
   elseif need <= rule.limit then
     retry = seconds(stop - now)
   end
   -- Nothing was written: what remains is read afresh, not from the counts of the search.
   for _, other in ipairs(rules) do
     other.used = {}
+    other.tat = other.stored
   end
   return {0, 0, rules[1].limit, remaining(0), retry, reset_after(rules[1], next_free), "0", "", limited_by}
 end
@@ -221,7 +265,14 @@ end
 -- concurrency rule until ttl after its moment.
 local last = next_free
 for _, rule in ipairs(rules) do
-  if rule.kind == "concurrency" then
+  if rule.kind == "token" then
+    if granted > 0 then
+      redis.call(
+        "SET", rule.key, string.format("%.17g", rule.tat), "PX",
+        math.max(math.ceil((rule.tat - now_s) * 1000), 1)
+      )
+    end
+  elseif rule.kind == "concurrency" then
     local longest = 0
     for j = 1, granted do
       local expiry = now_ms + math.floor((slots[j] - now) / 1000) + rule.ttl

@@ -210,10 +210,12 @@ def test_two_campaigns_in_batches_of_their_own_share_the_trunk(
     assert min(split["campaign-a"], split["campaign-b"]) >= 0.15 * total
 
 
-def test_with_a_trunk_that_is_no_rule_the_campaign_still_gets_exactly_its_limit(
-    make_dialer: MakeDialer,
+@pytest.mark.parametrize("strategy", ["fixed", "token", "sliding"])
+def test_with_any_trunk_strategy_the_campaign_gets_exactly_its_limit(
+    make_dialer: MakeDialer, strategy: str
 ) -> None:
-    dialer = make_dialer(CPS_STRATEGY="sliding", MAX_CPS="50")
+    # sliding is no rule of the decision: the campaign's rules decide first, then the trunk.
+    dialer = make_dialer(CPS_STRATEGY=strategy, MAX_CPS="50")
     result = dialer.process(full_batch(0, size=8), FakeContext())
     assert (result["successful"], result["rateLimited"]) == (FULL, 8 - FULL)
     assert dialer.limiter.leases_held("campaign:campaign-5")[0] == FULL

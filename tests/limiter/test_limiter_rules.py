@@ -18,6 +18,7 @@ from cps_limiter import (
     PacedWindow,
     Rule,
     SlidingWindow,
+    TokenBucket,
 )
 from loadtest.servers import free_port
 from tests.conftest import LONG, SyncFacade
@@ -153,6 +154,27 @@ def test_a_rule_on_another_scope_does_not_teach_the_fail_mode_its_limit(
     decision = limiter.acquire_all([Rule(FixedWindow(3, window=LONG), CAMPAIGN)], 1)
     assert decision.limit == 3
     assert limiter.limiter._failure._limit == TRUNK.limit
+
+
+def test_a_token_bucket_rule_decides_as_the_token_bucket_does(make_limiter: MakeLimiter) -> None:
+    bucket = TokenBucket(rate=10)
+    limiter = make_limiter(bucket, patient=True)
+    first = limiter.acquire_all([Rule(bucket)], 1)
+    second = limiter.acquire_all([Rule(bucket)], 2)
+    assert (first.granted, first.remaining, second.granted, second.remaining) == (1, 9, 2, 7)
+    assert second.reset_after == pytest.approx(0.3, abs=0.05)
+    assert limiter.acquire().remaining == 6
+    assert limiter.acquire_all([Rule(bucket)], 11).retry_after == float("inf")
+
+
+def test_a_lease_denied_leaves_the_token_bucket_untouched(make_limiter: MakeLimiter) -> None:
+    bucket = TokenBucket(rate=10)
+    limiter = make_limiter(bucket, patient=True)
+    rules = [Rule(bucket), Rule(Concurrency(1, ttl=60), CAMPAIGN)]
+    assert limiter.acquire_all(rules, 1, leases=["a"]).granted == 1
+    denied = limiter.acquire_all(rules, 1, leases=["b"])
+    assert (denied.allowed, denied.limited_by) == (False, 1)
+    assert limiter.peek().remaining == 9
 
 
 @pytest.mark.parametrize(
