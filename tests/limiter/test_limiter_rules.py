@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from cps_limiter import (
+    AdaptivePolicy,
     BackendUnavailable,
     Concurrency,
     ConfigurationError,
@@ -154,6 +155,17 @@ def test_a_rule_on_another_scope_does_not_teach_the_fail_mode_its_limit(
     decision = limiter.acquire_all([Rule(FixedWindow(3, window=LONG), CAMPAIGN)], 1)
     assert decision.limit == 3
     assert limiter.limiter._failure._limit == TRUNK.limit
+
+
+@pytest.mark.parametrize("trunk", [FixedWindow(10, window=LONG), TokenBucket(rate=10)])
+def test_an_operators_cap_applies_to_the_first_rule(
+    make_limiter: MakeLimiter, trunk: FixedWindow | TokenBucket
+) -> None:
+    limiter = make_limiter(trunk, patient=True, adaptive=AdaptivePolicy())
+    limiter.set_cap(3, 60)
+    rules = [Rule(trunk), Rule(Concurrency(50, ttl=60), CAMPAIGN)]
+    decision = limiter.acquire_all(rules, 5, leases=ids(5))
+    assert (decision.allowed, decision.limit, decision.limited_by) == (False, 3, 0)
 
 
 def test_a_token_bucket_rule_decides_as_the_token_bucket_does(make_limiter: MakeLimiter) -> None:
