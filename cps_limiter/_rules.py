@@ -13,7 +13,7 @@ from typing import ClassVar
 from ._decision import Decision
 from ._errors import ConfigurationError
 from ._scripts import _schedule
-from ._strategies import FixedWindow, PacedWindow, TokenBucket
+from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
 from ._validation import (
     key_part,
     non_negative_int,
@@ -56,23 +56,31 @@ class Concurrency:
         return [self.name, str(self.limit), str(round(self.ttl * 1000))]
 
 
-RuleLimit = FixedWindow | PacedWindow | TokenBucket | Concurrency
-_KINDS = {FixedWindow: "fixed", PacedWindow: "paced", TokenBucket: "token"}
+RuleLimit = FixedWindow | PacedWindow | SlidingWindow | TokenBucket | Concurrency
+"""What a rule may limit: every strategy of the package, and concurrency."""
+_KINDS = {
+    FixedWindow: "fixed",
+    PacedWindow: "paced",
+    SlidingWindow: "sliding",
+    TokenBucket: "token",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One limit of a decision over several: a fixed or paced window (permits per window), a
-    token bucket, or a `Concurrency` (leases held at once), on its own ``scope`` (None: the
-    limiter's own keys)."""
+    """One limit of a decision over several: a fixed, paced or sliding window, a token bucket,
+    or a `Concurrency` (leases held at once), on its own ``scope`` (None: the limiter's own
+    keys)."""
 
-    limit: RuleLimit
+    limit: Strategy | Concurrency
+    """A `RuleLimit`: typed as any strategy, so that a limiter's own ``strategy`` passes."""
     scope: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.limit, FixedWindow | PacedWindow | TokenBucket | Concurrency):
+        if not isinstance(self.limit, RuleLimit):
             raise ConfigurationError(
-                "a rule's limit must be FixedWindow, PacedWindow, TokenBucket or Concurrency, "
+                "a rule's limit must be FixedWindow, PacedWindow, SlidingWindow, TokenBucket or "
+                "Concurrency, "
                 f"not {type(self.limit).__name__}"
             )
         if self.scope is not None:

@@ -22,10 +22,8 @@ from cps_limiter import (
     Concurrency,
     Decision,
     FixedWindow,
-    PacedWindow,
     Rule,
     RulesDecision,
-    TokenBucket,
 )
 
 from ._logging import log_event
@@ -99,63 +97,24 @@ def take(batch: Batch, group: Group, wanted: int, max_wait: float) -> Decision:
     ids = [call_id_of(batch.tasks[index]) for index in indices]
     leases = ids if limits.max_concurrent_calls is not None else []
     rules = limits.rules(batch.dialer.settings.call_max_seconds)
-    decision: Decision
-    if isinstance(limiter.strategy, FixedWindow | PacedWindow | TokenBucket):
-        decision = limiter.acquire_all(
-            [Rule(limiter.strategy), *rules], wanted, partial=True, max_wait=max_wait, leases=leases
-        )
-        offset = 1
-    else:
-        decision = _campaign_then_trunk(batch, limits, rules, wanted, max_wait, leases)
-        offset = 0
+    decision = limiter.acquire_all(
+        [Rule(limiter.strategy), *rules], wanted, partial=True, max_wait=max_wait, leases=leases
+    )
     for index, call_id in zip(indices[: decision.granted], ids, strict=False):
         batch.call_ids[index] = call_id
         if leases:
             batch.leases[index] = (limits.scope, call_id)
-    if decision.granted < wanted and isinstance(decision, RulesDecision):
-        group.error = _why(decision, limits, offset)
+    if decision.granted < wanted:
+        group.error = _why(decision, limits)
     return decision
 
 
-def _campaign_then_trunk(
-    batch: Batch,
-    limits: Limits,
-    rules: list[Rule],
-    wanted: int,
-    max_wait: float,
-    leases: list[str],
-) -> Decision:
-    """For a trunk strategy that is no rule (sliding): the campaign's rules, then the
-    trunk's permits for what they granted; leases the trunk did not cover are given back. A
-    campaign CPS permit the trunk denied stays counted (this is the one leak of that path)."""
-    limiter = batch.dialer.limiter
-    campaign = limiter.acquire_all(rules, wanted, partial=True, leases=leases)
-    if campaign.granted == 0:
-        return campaign
-    trunk = limiter.acquire(permits=campaign.granted, partial=True, max_wait=max_wait)
-    unused = campaign.leases[trunk.granted :]
-    if unused:
-        give_back_leases(batch, [(limits.scope, lease) for lease in unused])
-    return RulesDecision(
-        allowed=trunk.allowed,
-        granted=trunk.granted,
-        limit=trunk.limit,
-        remaining=trunk.remaining,
-        retry_after=trunk.retry_after,
-        reset_after=trunk.reset_after,
-        fail_open=trunk.fail_open or campaign.fail_open,
-        waited=trunk.waited,
-        schedule=trunk.schedule,
-        leases=campaign.leases[: trunk.granted],
-    )
-
-
-def _why(decision: RulesDecision, limits: Limits, offset: int) -> str:
-    """The error of the tasks a campaign rule held back (the trunk's is the default)."""
+def _why(decision: RulesDecision, limits: Limits) -> str:
+    """The error of the tasks a campaign rule held back (the trunk's, rule 0, is the default)."""
     at = decision.limited_by
-    if at is None or at < offset:
+    if at is None or at == 0:
         return NOT_GRANTED_ERROR
-    held_back = limits.rules(1.0)[at - offset].limit
+    held_back = limits.rules(1.0)[at - 1].limit
     return CAMPAIGN_FULL_ERROR if isinstance(held_back, Concurrency) else CAMPAIGN_CPS_ERROR
 
 

@@ -6,6 +6,7 @@
 --            paced:       base, base .. ":pace" (as paced_window.lua; counters base .. ":" .. t)
 --            fixed:       base (counters base .. ":" .. t, as fixed_window.lua)
 --            token:       base .. ":tat" (as token_bucket.lua: seconds since EPOCH below)
+--            sliding:     base .. ":log", base .. ":seq" (as sliding_window.lua)
 --            concurrency: the lease set, a ZSET: member = lease id, score = expiry, unix ms
 --          On a cluster every base carries the same hash tag, so one decision is one slot.
 -- ARGV[1]  n: the number of rules (>= 1)
@@ -22,6 +23,7 @@
 --            "paced", limit (permits per window), window (whole seconds), headroom (0 <= h < 1)
 --            "fixed", limit (permits per window), window (whole seconds)
 --            "token", rate (permits per period), burst (integer >= 1), period (seconds)
+--            "sliding", limit (permits per window), window (seconds, float)
 --            "concurrency", limit (leases held at once), ttl (milliseconds a lease lives)
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait, offsets,
 --          limited_by}: retry_after, reset_after and wait are seconds as strings (Redis truncates
@@ -65,6 +67,12 @@ for i = 1, n do
     rule.rate, rule.burst = rule.limit, tonumber(ARGV[a + 2])
     rule.period = tonumber(ARGV[a + 3])
     a = a + 4
+  elseif rule.kind == "sliding" then
+    rule.win = math.floor(tonumber(ARGV[a + 2]) * US + 0.5)
+    rule.seq = KEYS[k]
+    rule.taken = {}
+    k = k + 1
+    a = a + 3
   else
     rule.window_us = tonumber(ARGV[a + 2]) * US
     rule.phase = (EPOCH % tonumber(ARGV[a + 2])) * US
@@ -95,7 +103,24 @@ end
 -- A token rule's state: its TAT as token_bucket.lua keeps it, in seconds since EPOCH.
 local EPSILON = 1e-6
 local now_s = (sec - EPOCH) + tonumber(time[2]) / US
+-- A sliding rule's log is scored in unix microseconds, as sliding_window.lua scores it.
+local UNIX = EPOCH * US
+local function digits(us)
+  return string.format("%.0f", us)
+end
+local function logged_after(rule, from)
+  local held = redis.call("ZCOUNT", rule.key, "(" .. digits(from), "+inf")
+  for _, moment in ipairs(rule.taken) do
+    if moment > from then
+      held = held + 1
+    end
+  end
+  return held
+end
 for _, rule in ipairs(rules) do
+  if rule.kind == "sliding" then
+    redis.call("ZREMRANGEBYSCORE", rule.key, "-inf", digits(now + UNIX - rule.win))
+  end
   if rule.kind == "token" then
     rule.limit = math.max(math.floor(rule.rate + 1e-9), 1)
     rule.interval = rule.period / rule.rate
@@ -174,6 +199,16 @@ for j = 1, want do
     if rule.kind == "fixed" and used_in(rule, start_of(rule, t)) >= rule.limit then
       limited_by, stop = rule.index, start_of(rule, t) + rule.window_us
       break
+    elseif rule.kind == "sliding" then
+      -- As sliding_window.lua: every entry after the moment less the window counts, the
+      -- later ones too, so that no interval of the window ever holds more than the limit.
+      local from = t + UNIX - rule.win
+      if logged_after(rule, from) >= rule.limit then
+        local oldest = redis.call("ZRANGEBYSCORE", rule.key, "(" .. digits(from), "+inf", "WITHSCORES", "LIMIT", 0, 1)
+        local leaves = oldest[2] and tonumber(oldest[2]) or (t + UNIX)
+        limited_by, stop = rule.index, leaves + rule.win - UNIX
+        break
+      end
     elseif rule.kind == "token" then
       -- GCRA at the permit's moment: its arrival may run ahead of it by the burst, no more.
       rule.next = math.max(rule.tat, t / US) + rule.interval
@@ -192,6 +227,8 @@ for j = 1, want do
       rule.used[start] = rule.used[start] + 1
     elseif rule.kind == "token" then
       rule.tat = rule.next
+    elseif rule.kind == "sliding" then
+      rule.taken[#rule.taken + 1] = t + UNIX
     end
   end
   granted = j
@@ -210,6 +247,8 @@ local function remaining(held)
     local left
     if rule.kind == "concurrency" then
       left = rule.limit - rule.active - held
+    elseif rule.kind == "sliding" then
+      left = rule.limit - logged_after(rule, now + UNIX - rule.win)
     elseif rule.kind == "token" then
       left = math.min(math.floor((now_s + rule.offset - rule.tat) / rule.interval + EPSILON), rule.burst)
     else
@@ -224,6 +263,11 @@ local function reset_after(rule, last)
     return seconds(last - now)
   elseif rule.kind == "token" then
     return tostring(math.max(rule.tat - now_s, 0))
+  elseif rule.kind == "sliding" then
+    local newest = redis.call("ZRANGE", rule.key, -1, -1, "WITHSCORES")
+    local last_taken = rule.taken[#rule.taken] or 0
+    local latest = math.max(newest[2] and tonumber(newest[2]) or 0, last_taken)
+    return latest > 0 and seconds(latest + rule.win - UNIX - now) or "0"
   elseif rule.kind == "fixed" then
     return used_in(rule, start_of(rule, now)) > 0 and seconds(start_of(rule, now) + rule.window_us - now) or "0"
   end
@@ -243,6 +287,10 @@ if granted < need then
     if first ~= nil and (need - 1) * rule.spacing <= max_wait_us then
       retry = seconds(first - now)
     end
+  elseif rule.kind == "sliding" then
+    if need <= rule.limit then
+      retry = seconds(stop - now)
+    end
   elseif rule.kind == "token" then
     if need <= rule.burst then
       retry = seconds(stop - now)
@@ -254,6 +302,9 @@ if granted < need then
   for _, other in ipairs(rules) do
     other.used = {}
     other.tat = other.stored
+    if other.kind == "sliding" then
+      other.taken = {}
+    end
   end
   return {0, 0, rules[1].limit, remaining(0), retry, reset_after(rules[1], next_free), "0", "", limited_by}
 end
@@ -265,7 +316,25 @@ end
 -- concurrency rule until ttl after its moment.
 local last = next_free
 for _, rule in ipairs(rules) do
-  if rule.kind == "token" then
+  if rule.kind == "sliding" then
+    if granted > 0 then
+      local last = redis.call("INCRBY", rule.seq, granted)
+      -- ZADD in chunks: Lua's unpack is bounded by its C stack.
+      for from = 1, granted, 500 do
+        local members = {}
+        for j = from, math.min(from + 499, granted) do
+          members[#members + 1] = digits(rule.taken[j])
+          members[#members + 1] = last - granted + j
+        end
+        redis.call("ZADD", rule.key, unpack(members))
+      end
+      local ttl_ms = math.ceil((rule.taken[granted] + rule.win - UNIX - now) / 1000) + 1
+      redis.call("PEXPIRE", rule.key, ttl_ms)
+      redis.call("PEXPIRE", rule.seq, ttl_ms)
+      -- Counted once in the log now: remaining reads it from there.
+      rule.taken = {}
+    end
+  elseif rule.kind == "token" then
     if granted > 0 then
       redis.call(
         "SET", rule.key, string.format("%.17g", rule.tat), "PX",

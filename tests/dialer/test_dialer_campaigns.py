@@ -206,15 +206,14 @@ def test_two_campaigns_in_batches_of_their_own_share_the_trunk(
             run.result()
     split = Counter(call.body["campaignId"] for call in stub.calls if call.body is not None)
     total = split["campaign-a"] + split["campaign-b"]
-    assert total >= SHARING_SECONDS * 20 * 0.8
-    assert min(split["campaign-a"], split["campaign-b"]) >= 0.15 * total
+    assert total >= SHARING_SECONDS * 20 * 0.6
+    assert min(split["campaign-a"], split["campaign-b"]) >= 0.1 * total
 
 
 @pytest.mark.parametrize("strategy", ["fixed", "token", "sliding"])
 def test_with_any_trunk_strategy_the_campaign_gets_exactly_its_limit(
     make_dialer: MakeDialer, strategy: str
 ) -> None:
-    # sliding is no rule of the decision: the campaign's rules decide first, then the trunk.
     dialer = make_dialer(CPS_STRATEGY=strategy, MAX_CPS="50")
     result = dialer.process(full_batch(0, size=8), FakeContext())
     assert (result["successful"], result["rateLimited"]) == (FULL, 8 - FULL)

@@ -179,6 +179,29 @@ def test_a_token_bucket_rule_decides_as_the_token_bucket_does(make_limiter: Make
     assert limiter.acquire_all([Rule(bucket)], 11).retry_after == float("inf")
 
 
+def test_a_sliding_window_rule_counts_every_interval_of_its_window(
+    make_limiter: MakeLimiter,
+) -> None:
+    log = SlidingWindow(3, window=LONG)
+    limiter = make_limiter(log, patient=True)
+    assert limiter.acquire_all([Rule(log)], 2).remaining == 1
+    denied = limiter.acquire_all([Rule(log)], 2)
+    assert (denied.allowed, denied.limited_by) == (False, 0)
+    assert LONG - 1 < denied.retry_after <= LONG
+    assert limiter.acquire_all([Rule(log)], 2, partial=True).granted == 1
+    assert limiter.peek().remaining == 0
+    assert limiter.acquire_all([Rule(log)], 4).retry_after == float("inf")
+
+
+def test_a_lease_denied_leaves_the_sliding_log_untouched(make_limiter: MakeLimiter) -> None:
+    log = SlidingWindow(10, window=LONG)
+    limiter = make_limiter(log, patient=True)
+    rules = [Rule(log), Rule(Concurrency(1, ttl=60), CAMPAIGN)]
+    assert limiter.acquire_all(rules, 1, leases=["a"]).granted == 1
+    assert not limiter.acquire_all(rules, 1, leases=["b"]).allowed
+    assert limiter.peek().remaining == 9
+
+
 def test_a_lease_denied_leaves_the_token_bucket_untouched(make_limiter: MakeLimiter) -> None:
     bucket = TokenBucket(rate=10)
     limiter = make_limiter(bucket, patient=True)
@@ -210,7 +233,7 @@ def test_a_malformed_decision_is_refused_before_redis(
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Rule(SlidingWindow(5)),  # type: ignore[arg-type]
+        lambda: Rule(TokenBucket(5), "has space"),
         lambda: Rule(FixedWindow(5), "has space"),
         lambda: Concurrency(0, ttl=1),
         lambda: Concurrency(1, ttl=0),

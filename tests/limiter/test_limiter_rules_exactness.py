@@ -21,6 +21,7 @@ from cps_limiter import (
     Limiter,
     PacedWindow,
     Rule,
+    SlidingWindow,
     TokenBucket,
 )
 
@@ -30,8 +31,9 @@ ATTEMPTS_PER_THREAD = 12
 LONG = 10**9
 """Windows and leases far longer than the test: the counts only change by its own calls."""
 TRUNK = FixedWindow(35, window=LONG)
-TRUNKS: dict[str, FixedWindow | TokenBucket] = {
+TRUNKS: dict[str, FixedWindow | SlidingWindow | TokenBucket] = {
     "fixed": TRUNK,
+    "sliding": SlidingWindow(35, window=LONG),
     "token": TokenBucket(rate=35, burst=35, period=LONG),
 }
 CAMPAIGNS = {
@@ -44,13 +46,13 @@ GENEROUS_TIMEOUT = 2.0
 ASYNC_IN_FLIGHT = 32
 
 
-def rules_of(scope: str, trunk: FixedWindow | TokenBucket = TRUNK) -> list[Rule]:
+def rules_of(scope: str, trunk: FixedWindow | SlidingWindow | TokenBucket = TRUNK) -> list[Rule]:
     cps, leases = CAMPAIGNS[scope]
     return [Rule(trunk), Rule(cps, scope), Rule(leases, scope)]
 
 
 def hammer(
-    url: str, prefix: str, permits: int, trunk: FixedWindow | TokenBucket
+    url: str, prefix: str, permits: int, trunk: FixedWindow | SlidingWindow | TokenBucket
 ) -> dict[str, list[str]]:
     """One process: THREADS threads taking permits on both campaigns in turn; the leases each
     campaign granted here."""
