@@ -6,6 +6,7 @@ from ._decision import Decision, RateLimitExceeded
 from ._errors import BackendUnavailable, ConfigurationError, LimiterError
 from ._limiter import Limiter
 from ._names import STRATEGY_NAMES, strategy_from_name
+from ._rules import Concurrency, Rule, RulesDecision
 from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
 from ._version import __version__
 
@@ -14,6 +15,7 @@ __all__ = [
     "AdaptivePolicy",
     "AsyncLimiter",
     "BackendUnavailable",
+    "Concurrency",
     "ConfigurationError",
     "Decision",
     "FixedWindow",
@@ -22,6 +24,8 @@ __all__ = [
     "LimiterError",
     "PacedWindow",
     "RateLimitExceeded",
+    "Rule",
+    "RulesDecision",
     "SlidingWindow",
     "Strategy",
     "TokenBucket",

@@ -20,10 +20,11 @@ from ._adaptive import (
     write_health_async,
 )
 from ._connect import async_client, is_memory
-from ._core import LimiterCore, Request, split_options
+from ._core import Request, split_options
 from ._credentials import where
 from ._decision import Decision
 from ._errors import BackendUnavailable
+from ._multi import AsyncRules
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import Observation
@@ -39,7 +40,7 @@ MEMORY_DECISION_TIMEOUT = 5.0
 """The AsyncLimiter's deadline on memory://, where nothing can stall but a busy machine."""
 
 
-class AsyncLimiter(LimiterCore):
+class AsyncLimiter(AsyncRules):
     """`Limiter` for asyncio, on ``redis.asyncio`` clients; methods are coroutines.
 
     Each call to Redis also has a deadline of ``decision_timeout`` seconds (0.2 by default).

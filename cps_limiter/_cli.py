@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,6 +18,7 @@ from ._core import DEFAULT_PREFIX
 from ._errors import LimiterError
 from ._limiter import Limiter
 from ._names import STRATEGY_NAMES, strategy_from_name
+from ._rules import LEASES_SUFFIX
 from ._strategies import FixedWindow, PacedWindow
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -24,6 +26,8 @@ DEFAULT_LIMIT = 100
 DEFAULT_CAP_TTL = 600.0
 WATCH_INTERVAL = 0.25
 BAR_WIDTH = 40
+MAX_LEASE_SCOPES = 100
+"""Scopes whose leases status lists at most: a view for an operator, not an export."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status",
         parents=[common],
-        help="base limit, health tier, cap, limit in force, this second's count, Redis",
+        help="base limit, health tier, cap, limit in force, this second's count, leases held "
+        "per scope (campaign), Redis",
     )
     commands.add_parser("check", parents=[common], help="take one permit and print the decision")
     health = commands.add_parser("health", parents=[common], help="report the host's health")
@@ -128,7 +133,28 @@ def _status(args: argparse.Namespace, limiter: Limiter) -> dict[str, object]:
     )
     if key is not None:
         report["key"] = key
+    report["leases"] = _leases(limiter)
     return report
+
+
+def _leases(limiter: Limiter) -> dict[str, int]:
+    """The live leases of each scope that holds a lease set (``campaign:<id>`` for the dialer),
+    on the Redis clock."""
+    head = f"{limiter.rules_base()}:"
+    tail = f":{LEASES_SUFFIX}"
+    held: dict[str, int] = {}
+    for raw in limiter.client.scan_iter(match=f"{_glob_escaped(head)}*{tail}", count=1000):
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        scope = name[len(head) : -len(tail)]
+        if len(held) >= MAX_LEASE_SCOPES:
+            break
+        with contextlib.suppress(LimiterError):
+            held[scope] = limiter.leases_held(scope)[0]
+    return dict(sorted(held.items()))
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
 def _watch(args: argparse.Namespace, limiter: Limiter) -> int:

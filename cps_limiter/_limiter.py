@@ -20,9 +20,10 @@ from ._adaptive import (
     write_health,
 )
 from ._connect import sync_client
-from ._core import LimiterCore, Request, split_options
+from ._core import Request, split_options
 from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError
+from ._multi import SyncRules
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import Observation
@@ -31,7 +32,7 @@ from ._wire import direct_pool, evalsha
 T = TypeVar("T")
 
 
-class Limiter(LimiterCore):
+class Limiter(SyncRules):
     """A rate limiter on a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client.
 
     Every decision is one atomic script on the Redis server clock. With ``fail_mode="open"``

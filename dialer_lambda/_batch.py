@@ -79,6 +79,10 @@ class Batch:
         self.tasks: dict[int, DialTask] = {}
         self.claimed: dict[int, str] = {}
         self.dialed: dict[int, DialOutcome] = {}
+        self.call_ids: dict[int, str] = {}
+        """The callId of each task granted with a campaign limit: its lease's id."""
+        self.leases: dict[int, tuple[str, str]] = {}
+        """The lease (scope, id) each task took on its campaign's concurrency."""
         self.decisions: list[Decision] = []
         self.redis_unavailable = 0
         self.request_id = str(getattr(context, "aws_request_id", "") or "local")

@@ -39,6 +39,10 @@ DEFAULT_DIAL_TIMEOUT_SECONDS = 5.0
 # a Lambda stuck behind a saturated limit hands its tasks back to the queue instead of idling.
 DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS = 2.0
 DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400
+# How long a campaign's concurrency lease lives when the worker never releases it (a crash): one
+# hour, longer than any call an IVR campaign places, so that a lease never ends while its call
+# goes on, yet a lost release frees its slot the same hour.
+DEFAULT_CALL_MAX_SECONDS = 3600.0
 DEFAULT_CPS_KEY_PREFIX = "cps"
 DEFAULT_IDEMPOTENCY_KEY_PREFIX = "dialer:claim"
 DEFAULT_SERVICE_NAME = "dialer-worker"
@@ -67,6 +71,7 @@ class Settings:
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT_SECONDS
     rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
+    call_max_seconds: float = DEFAULT_CALL_MAX_SECONDS
     cps_key_prefix: str = DEFAULT_CPS_KEY_PREFIX
     idempotency_key_prefix: str = DEFAULT_IDEMPOTENCY_KEY_PREFIX
     service_name: str = DEFAULT_SERVICE_NAME
@@ -94,6 +99,8 @@ class Settings:
             )
         if self.idempotency_ttl <= 0:
             raise ConfigurationError("IDEMPOTENCY_TTL_SECONDS must be a positive integer")
+        if not (math.isfinite(self.call_max_seconds) and self.call_max_seconds >= 0.001):
+            raise ConfigurationError("CALL_MAX_SECONDS must be a number of seconds, 0.001 or more")
         for name, prefix in (
             ("CPS_KEY_PREFIX", self.cps_key_prefix),
             ("IDEMPOTENCY_KEY_PREFIX", self.idempotency_key_prefix),
@@ -130,6 +137,7 @@ class Settings:
             idempotency_ttl=_integer(
                 values, "IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
             ),
+            call_max_seconds=_number(values, "CALL_MAX_SECONDS", DEFAULT_CALL_MAX_SECONDS),
             cps_key_prefix=values.get("CPS_KEY_PREFIX", DEFAULT_CPS_KEY_PREFIX),
             idempotency_key_prefix=values.get(
                 "IDEMPOTENCY_KEY_PREFIX", DEFAULT_IDEMPOTENCY_KEY_PREFIX

@@ -8,9 +8,9 @@ it, and its POST carries that span's ``traceparent``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from cps_limiter import BackendUnavailable, Decision, PacedWindow
 
+from ._campaigns import Group, call_id_of, groups_of, take
 from ._logging import LOGGER_NAME, log_event
-from ._report import FAIL_CLOSED_ERROR, NOT_GRANTED_ERROR, TOO_LATE_ERROR, TaskStatus
+from ._report import FAIL_CLOSED_ERROR, TOO_LATE_ERROR, TaskStatus
 from ._version import __version__
 from ._worker import DialOutcome, DialStatus
 
@@ -29,42 +30,71 @@ if TYPE_CHECKING:
     from ._batch import Batch
 
 tracer = trace.get_tracer(LOGGER_NAME, __version__)
+_BATCHES = itertools.count()
 
 
 def dial(batch: Batch, ready: list[int]) -> None:
-    """Dial what the limit allows within the budget; the rest is rate limited and retried."""
-    pending = deque(ready)
+    """Dial what the limits allow within the budget; the rest is rate limited and retried.
+
+    Tasks are grouped by campaign limits (`_campaigns`); while several groups wait, each asks
+    in turn for its share of what is left, so that no campaign takes the whole trunk."""
+    groups = groups_of(batch, ready)
     parent = otel_context.get_current()
     dials: list[tuple[int, Future[DialOutcome]]] = []
-    error = NOT_GRANTED_ERROR
-    while pending:
-        # While Redis is down, one permit at a time: a local grant reaches one slot ahead, so
-        # once Redis is back this container's next dial is under Redis's pace, not the rest of
-        # a second of local slots on top of it.
-        wanted = 1 if _redis_down(batch) else len(pending)
-        decision, link = _permits(batch, wanted, batch.deadline - time.monotonic())
-        if decision is None:
-            error = FAIL_CLOSED_ERROR
-            break
-        if decision.granted == 0:
-            break
-        # A paced grant carries each permit's moment: each dial waits for its own, so that the
-        # batch reaches the carrier spaced as granted, not at once.
-        granted = time.monotonic()
-        moments = decision.schedule or (0.0,) * decision.granted
-        spacing = _spacing(batch, decision)
-        for moment in moments[: len(pending)]:
-            index = pending.popleft()
-            at = granted + moment
-            submit = batch.dialer.executor.submit
-            dials.append((index, submit(_dial_one, batch, index, parent, link, at, spacing)))
-    for index in pending:
-        batch.finish(index, TaskStatus.RATE_LIMITED, error, retry=True)
-        message, budget = f"rate limited, back to the queue: {error}", round(batch.budget, 3)
-        batch.log(logging.WARNING, "rate_limited", message, task=index, waitBudgetSeconds=budget)
+    # Each batch of several campaigns starts with another: the first to ask gets the first slot.
+    turn = next(_BATCHES) % len(groups) if groups else 0
+    waiting = groups[turn:] + groups[:turn]
+    while waiting:
+        share = _share(waiting)
+        for group in list(waiting):
+            # While Redis is down, one permit at a time: a local grant reaches one slot ahead,
+            # so once Redis is back this container's next dial is under Redis's pace, not the
+            # rest of a second of local slots on top of it.
+            wanted = 1 if _redis_down(batch) else min(len(group.pending), share)
+            decision, link = _permits(batch, group, wanted, batch.deadline - time.monotonic())
+            if decision is None:
+                for other in waiting:
+                    other.error = FAIL_CLOSED_ERROR
+                waiting.clear()
+                break
+            if decision.granted == 0:
+                waiting.remove(group)
+                continue
+            # A paced grant carries each permit's moment: each dial waits for its own, so that
+            # the batch reaches the carrier spaced as granted, not at once.
+            granted = time.monotonic()
+            moments = decision.schedule or (0.0,) * decision.granted
+            spacing = _spacing(batch, decision)
+            for moment in moments[: len(group.pending)]:
+                index = group.pending.popleft()
+                at = granted + moment
+                submit = batch.dialer.executor.submit
+                dials.append((index, submit(_dial_one, batch, index, parent, link, at, spacing)))
+            if not group.pending:
+                waiting.remove(group)
+        # The next round starts with another group: the first to ask gets the earliest slots.
+        waiting = waiting[1:] + waiting[:1]
+    for group in groups:
+        for index in group.pending:
+            error = group.error
+            batch.finish(index, TaskStatus.RATE_LIMITED, error, retry=True)
+            message, budget = f"rate limited, back to the queue: {error}", round(batch.budget, 3)
+            batch.log(
+                logging.WARNING, "rate_limited", message, task=index, waitBudgetSeconds=budget
+            )
     for index, future in dials:
         outcome = batch.dialed[index] = future.result()
         batch.finish(index, TaskStatus(outcome.status), outcome.error, retry=outcome.retry)
+
+
+def _share(waiting: list[Group]) -> int:
+    """Permits each group asks for this round: all it waits for when it is alone (a batch of
+    one campaign, or none with limits, takes them in one call as it always has); else one, so
+    that the campaigns take the trunk's slots in turn instead of the first reserving them all
+    (a round trip a permit, for batches of several limited campaigns only)."""
+    if len(waiting) == 1:
+        return len(waiting[0].pending)
+    return 1
 
 
 def _redis_down(batch: Batch) -> bool:
@@ -75,15 +105,18 @@ def _redis_down(batch: Batch) -> bool:
     return batch.redis_unavailable > 0
 
 
-def _permits(batch: Batch, wanted: int, left: float) -> tuple[Decision | None, Link | None]:
-    """One limiter call for ``wanted`` permits; None when Redis failed, fail closed."""
+def _permits(
+    batch: Batch, group: Group, wanted: int, left: float
+) -> tuple[Decision | None, Link | None]:
+    """One limiter call for the group's next ``wanted`` permits; None when Redis failed, fail
+    closed."""
     max_wait = max(0.0, left)
     with tracer.start_as_current_span(
         "dialer.permits",
         attributes={"dialer.permits.requested": wanted, "dialer.permits.max_wait": max_wait},
     ) as span:
         try:
-            decision = batch.dialer.limiter.acquire(permits=wanted, partial=True, max_wait=max_wait)
+            decision = take(batch, group, wanted, max_wait)
         except BackendUnavailable as error:
             batch.redis_down(
                 logging.ERROR,
@@ -143,7 +176,7 @@ def _dial_one(
             DialStatus.RATE_LIMITED, TOO_LATE_ERROR, retry=True, reached_worker=False
         )
     task = batch.tasks[index]
-    call_id = f"call-{task.campaign_id}-{task.contact_id}-{time.time_ns() // 1_000_000}"
+    call_id = batch.call_ids.get(index) or call_id_of(task)
     command = {
         "callId": call_id,
         "phoneNumber": task.phone_number,

@@ -27,6 +27,7 @@ MAX_ATTEMPTS: Final = 1000
 MAX_METADATA_BYTES: Final = 16 * 1024
 MAX_IVR_FLOW_BYTES: Final = 64 * 1024
 MAX_REPORTED_LENGTH: Final = 64
+MAX_CAMPAIGN_LIMIT: Final = 1_000_000
 # E.164: a "+", a country code that does not start with 0, at most 15 digits in all. ASCII only:
 # "\d" would also take Arabic-Indic and other Unicode digits that no carrier dials.
 E164: Final = re.compile(r"\+[1-9][0-9]{7,14}", re.ASCII)
@@ -58,12 +59,20 @@ class DialTask:
     metadata: dict[str, Any] = field(default_factory=dict)
     ivr_flow: dict[str, Any] | None = None
     schedule: CallingSchedule = field(default_factory=lambda: CallingSchedule(None, ()))
+    max_concurrent_calls: int | None = None
+    """``campaign.config.maxConcurrentCalls``: the campaign's calls in progress at most."""
+    max_cps: int | None = None
+    """``campaign.config.maxCps``: the campaign's calls a second at most, beside MAX_CPS."""
 
     def __post_init__(self) -> None:
+        limited = self.max_concurrent_calls is not None or self.max_cps is not None
         problems = [
             problem
             for problem in (
                 _id_problem("campaignId", self.campaign_id),
+                _limit_problem("campaign.config.maxConcurrentCalls", self.max_concurrent_calls),
+                _limit_problem("campaign.config.maxCps", self.max_cps),
+                _scope_problem(self.campaign_id) if limited else None,
                 _id_problem("contactId", self.contact_id),
                 _phone_problem(self.phone_number),
                 _attempts_problem(self.attempts),
@@ -177,6 +186,8 @@ def parse_task(raw: Any) -> DialTask:
             metadata={} if metadata is None else _copied(metadata),
             ivr_flow=_copied(config.get("ivrFlow")),
             schedule=schedule,
+            max_concurrent_calls=config.get("maxConcurrentCalls"),
+            max_cps=config.get("maxCps"),
         )
     except InvalidTask as invalid:
         fields = [p for p in invalid.problems if not (hidden and p.startswith(hidden))]
@@ -203,6 +214,28 @@ def _id_problem(name: str, value: Any) -> str | None:
     if not 0 < len(value) <= MAX_ID_LENGTH or not _ID.fullmatch(value):
         return (
             f"{name} must be 1 to {MAX_ID_LENGTH} characters without spaces or control characters"
+        )
+    return None
+
+
+def _limit_problem(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} must be an integer, got {_kind(value)}"
+    if not 0 < value <= MAX_CAMPAIGN_LIMIT:
+        return f"{name} must be between 1 and {MAX_CAMPAIGN_LIMIT}"
+    return None
+
+
+def _scope_problem(campaign_id: Any) -> str | None:
+    # A limited campaign's id names its Redis keys: braces would pick a cluster slot.
+    if isinstance(campaign_id, str) and (
+        "{" in campaign_id or "}" in campaign_id or not campaign_id.isprintable()
+    ):
+        return (
+            "campaignId must not hold braces or unprintable characters when the campaign has "
+            "maxConcurrentCalls or maxCps"
         )
     return None
 

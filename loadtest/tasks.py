@@ -45,9 +45,17 @@ SCENARIOS: Final = ("fixed", "sliding", "token", "dialer")
 DEFAULT_INVALID_RATE: Final = 0.01
 
 
-def seed_task() -> dict[str, Any]:
-    """A fresh deep copy of the seed's example task (calling windows empty: dial any time)."""
-    return copy.deepcopy(_SEED_TASK)
+def seed_task(*, limits: bool = False) -> dict[str, Any]:
+    """A fresh deep copy of the seed's example task (calling windows empty: dial any time).
+
+    Without ``limits`` the example's ``maxConcurrentCalls`` is left out: a campaign limit holds a
+    lease per call until the worker releases it, so runs and tests that share a Redis would
+    fill the example's campaign; those that want a limit set it (``limits=True`` keeps it).
+    """
+    task = copy.deepcopy(_SEED_TASK)
+    if not limits:
+        del task["campaign"]["config"]["maxConcurrentCalls"]
+    return task
 
 
 SEED_TASK: Final[dict[str, Any]] = seed_task()
@@ -83,28 +91,37 @@ def make_tasks(
     run_id: str,
     invalid_rate: float = DEFAULT_INVALID_RATE,
     enriched_at: datetime | None = None,
+    campaigns: int = 1,
+    config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Enriched dial tasks as the seed shows them, each with its own SQS message id.
 
     Every task is a distinct (campaignId, contactId, attempts); `invalid_rate` of them carry a
-    phone number in local format instead of E.164, which the handler must refuse.
+    phone number in local format instead of E.164, which the handler must refuse. With
+    several ``campaigns`` the tasks are dealt to them in turn (ids ``...-<k>``); ``config``
+    is added to each campaign's config (``maxConcurrentCalls``, ``maxCps``).
     """
     rng = random.Random(seed)
     invalid = set(rng.sample(range(count), round(count * invalid_rate)))
     subscribers = rng.sample(range(10**PHONE_DIGITS), count)
-    campaign_id = f"campaign-sim-{run_id}"
-    campaign = seed_task()["campaign"]
-    campaign.update(id=campaign_id, name="Simulated Donation Drive")
+    dealt = []
+    for k in range(campaigns):
+        campaign_id = f"campaign-sim-{run_id}" + (f"-{k}" if campaigns > 1 else "")
+        campaign = seed_task()["campaign"]
+        campaign.update(id=campaign_id, name="Simulated Donation Drive")
+        campaign["config"].update(config or {})
+        dealt.append(campaign)
     stamp = (enriched_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
     enriched = stamp.replace("+00:00", "Z")
     tasks = []
     for index, subscriber in enumerate(subscribers):
         local = f"{subscriber:0{PHONE_DIGITS}d}"
         phone = f"05{local}" if index in invalid else f"+9725{local}"
+        campaign = dealt[index % campaigns]
         tasks.append(
             {
                 "messageId": f"msg-{run_id}-{index:06d}",
-                "campaignId": campaign_id,
+                "campaignId": campaign["id"],
                 "contactId": f"contact-{index:06d}",
                 "phoneNumber": phone,
                 "metadata": {"firstName": f"Donor{index}", "lastName": "Sim"},

@@ -88,6 +88,18 @@ class SyncFacade:
         result: cps_limiter.Decision = self._run(self.limiter.acquire(*args, **kwargs))
         return result
 
+    def acquire_all(self, *args: Any, **kwargs: Any) -> cps_limiter.RulesDecision:
+        result: cps_limiter.RulesDecision = self._run(self.limiter.acquire_all(*args, **kwargs))
+        return result
+
+    def release(self, scope: str | None, *lease_ids: str) -> int:
+        released: int = self._run(self.limiter.release(scope, *lease_ids))
+        return released
+
+    def leases_held(self, scope: str | None = None) -> tuple[int, float]:
+        held: tuple[int, float] = self._run(self.limiter.leases_held(scope))
+        return held
+
     def peek(self, *args: Any) -> cps_limiter.Decision:
         result: cps_limiter.Decision = self._run(self.limiter.peek(*args))
         return result

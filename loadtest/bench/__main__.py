@@ -13,7 +13,7 @@ import loadtest.bench
 from loadtest.reports import RESULTS, write_report
 from loadtest.servers import RedisServer
 
-from . import _limiters, _processes, _report, _scale, _targets
+from . import _limiters, _processes, _report, _rules, _scale, _targets
 from ._measure import Session
 
 DEFAULT_ROUNDS = 60
@@ -33,6 +33,7 @@ SECTIONS: dict[str, Callable[[Session], None]] = {
     "deny": _limiters.over_the_limit,
     "tracing": _processes.tracing,
     "dialer": _processes.dialer,
+    "rules": _rules.rules,
 }
 
 

@@ -64,6 +64,8 @@ MEMORY_URL: Final = "memory://"
 # were merely paced land in the dead-letter queue (at 1 s, dozens do in the default run).
 DEFAULT_VISIBILITY_TIMEOUT: Final = 3.0
 SERVICE_NAME: Final = "dialer-worker-simulation"
+DEFAULT_MAX_CONCURRENT_CALLS: Final = 100
+"""Each campaign's maxConcurrentCalls when calls last (--call-seconds): the seed's example."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,24 @@ class SimulationConfig:
     """Seconds into the run at which the worker's simulated CPU jumps to `cpu_spike_percent`."""
     cpu_spike_percent: float = DEFAULT_CPU_SPIKE_PERCENT
     progress: bool = True
+    campaigns: int = 1
+    """Campaigns the tasks are dealt to, in turn."""
+    call_seconds: float | None = None
+    """How long each answered call lasts; when set, each campaign has `max_concurrent_calls`
+    and the calls free their leases as they end. None: calls take no time, no limit."""
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
-        for name in ("max_cps", "tasks", "concurrency", "max_receive_count"):
+        for name in (
+            "max_cps",
+            "tasks",
+            "concurrency",
+            "max_receive_count",
+            "campaigns",
+            "max_concurrent_calls",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
@@ -108,7 +123,13 @@ class SimulationConfig:
         for name in ("worker_fail_rate", "invalid_rate", "duplicate_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a fraction between 0 and 1")
-        for name in ("worker_delay_ms", "visibility_timeout", "max_wait", "cpu_spike_at"):
+        for name in (
+            "worker_delay_ms",
+            "visibility_timeout",
+            "max_wait",
+            "cpu_spike_at",
+            "call_seconds",
+        ):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number, 0 or more")
@@ -206,6 +227,20 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
     )
     add("--cpu-spike-percent", type=float, default=DEFAULT_CPU_SPIKE_PERCENT)
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--campaigns", type=int, default=1, help="campaigns the tasks are dealt to, in turn")
+    add(
+        "--call-seconds",
+        type=float,
+        default=None,
+        help="calls last this long and free their lease as they end; each campaign then has "
+        "maxConcurrentCalls (chart: calls in progress per campaign)",
+    )
+    add(
+        "--max-concurrent-calls",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_CALLS,
+        help="each campaign's maxConcurrentCalls with --call-seconds",
+    )
     args = parser.parse_args(argv)
     try:
         return SimulationConfig(
@@ -233,6 +268,9 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
             cpu_spike_at=args.cpu_spike_at,
             cpu_spike_percent=args.cpu_spike_percent,
             progress=not args.no_progress,
+            campaigns=args.campaigns,
+            call_seconds=args.call_seconds,
+            max_concurrent_calls=args.max_concurrent_calls,
         )
     except ValueError as error:
         parser.error(str(error))

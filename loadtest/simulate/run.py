@@ -21,8 +21,9 @@ from dialer_lambda import Dialer, Settings
 from dialer_lambda._logging import JsonFormatter, StdoutHandler
 from loadtest.servers import worker_stub_process
 from loadtest.tasks import make_tasks
-from loadtest.worker_stub import Call, RemoteStub, StubHandle, StubHealth
+from loadtest.worker_stub import Call, CallEnds, RemoteStub, StubHandle, StubHealth
 
+from .campaigns import CallEndWatch, campaign_figures
 from .config import Hooks, SimulationConfig, parse_args
 from .counters import CounterWatch, ahead_of
 from .measure import measure_pace
@@ -48,8 +49,14 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
     """Run one simulated campaign and return its summary (the chart is written to `out`)."""
     hooks = hooks or Hooks()
     run_id = uuid.uuid4().hex[:8]
+    lasting = config.call_seconds is not None
     tasks = make_tasks(
-        config.tasks, seed=config.seed, run_id=run_id, invalid_rate=config.invalid_rate
+        config.tasks,
+        seed=config.seed,
+        run_id=run_id,
+        invalid_rate=config.invalid_rate,
+        campaigns=config.campaigns,
+        config={"maxConcurrentCalls": config.max_concurrent_calls} if lasting else None,
     )
     duplicated = set(
         random.Random(config.seed + 1).sample(
@@ -70,7 +77,8 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
     )
 
     with _worker(config) as stub, _handler_output_to(handler_log):
-        env = config.handler_env(stub.url, config.key_prefix or f"cps-sim-{run_id}")
+        prefix = config.key_prefix or f"cps-sim-{run_id}"
+        env = config.handler_env(stub.url, prefix)
         with build_dialer(env) as dialer:
             limiter = dialer.limiter
 
@@ -92,12 +100,20 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
                 cpu_spike_at=config.cpu_spike_at,
                 cpu_spike_percent=config.cpu_spike_percent,
             )
+            watchers: list[Watcher] = [monitor, counters]
+            ends = None
+            if config.call_seconds is not None:
+                ends = CallEnds(limiter.client, config.call_seconds, prefix)
+                watchers.append(CallEndWatch(stub, ends, config.call_seconds, started))
             with _collector_frozen():
-                _drain(pipe, dialer.process, (monitor, counters), config)
+                _drain(pipe, dialer.process, watchers, config)
             wall = time.time() - started
+            if ends is not None:
+                ends.close()
         calls = _calls_of(stub, started)
     progress.close()
 
+    campaign_peaks, campaign_chart = campaign_figures(config, calls, started)
     tally = pipe.tally
     return Summary(
         strategy=config.strategy,
@@ -133,13 +149,19 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         ),
         handler_log=handler_log,
         counter_stalls=counters.stalls,
+        campaign_peaks=campaign_peaks,
+        campaign_limit=config.max_concurrent_calls if config.call_seconds is not None else None,
+        campaign_chart=campaign_chart,
     )
+
+
+Watcher = Monitor | CounterWatch | CallEndWatch
 
 
 def _drain(
     pipe: Pipe,
     handler: HandlerFunction,
-    watchers: tuple[Monitor, CounterWatch],
+    watchers: Sequence[Watcher],
     config: SimulationConfig,
 ) -> None:
     """`config.concurrency` invocations take batches until the pipe is empty, while the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import StrategyName
@@ -42,6 +42,10 @@ class Summary:
     handler_log: Path
     counter_stalls: int = 0
     """Reads of the cps counters that came too late to be sure of catching every second."""
+    campaign_peaks: Mapping[str, int] = field(default_factory=dict)
+    """With lasting calls: each campaign's most calls in progress at the worker."""
+    campaign_limit: int | None = None
+    campaign_chart: Path | None = None
 
     @property
     def dead_lettered(self) -> int:
@@ -88,6 +92,12 @@ class Summary:
                 else ""
             )
             lines.append(f"  limit in force: {steps}{spike}")
+        if self.campaign_peaks:
+            held = ", ".join(f"{c} {n}" for c, n in self.campaign_peaks.items())
+            lines.append(
+                f"  calls in progress, peak per campaign (limit {self.campaign_limit}): {held}"
+                + (f"; chart {self.campaign_chart}" if self.campaign_chart else "")
+            )
         demand = self.concurrency * self.batch_size
         lines.append(
             f"  demand: {self.concurrency} invocations x {self.batch_size} tasks = {demand} "

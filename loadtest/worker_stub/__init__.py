@@ -11,6 +11,7 @@ HTTP control endpoints ``POST /_control``, ``GET /_calls``, ``DELETE /_calls``, 
 """
 
 from .behaviour import Behaviour, Outcome, Setting
+from .calls import CallEnds
 from .records import Call, StubHandle, StubHealth
 from .remote import RemoteStub
 from .server import WorkerStub
@@ -18,6 +19,7 @@ from .server import WorkerStub
 __all__ = [
     "Behaviour",
     "Call",
+    "CallEnds",
     "Outcome",
     "RemoteStub",
     "Setting",

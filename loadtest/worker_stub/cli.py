@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from types import FrameType
 from typing import Final
 
 from .behaviour import SETTINGS, Behaviour
+from .calls import CallEnds
 from .server import DEFAULT_ANSWER_RATE, DEFAULT_CPU_PERCENT, DEFAULT_HOST, WorkerStub
 
 DEFAULT_PORT: Final = 3000
@@ -36,6 +38,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     parser.add_argument("--cpu-percent", type=float, default=DEFAULT_CPU_PERCENT)
     parser.add_argument("--answer-rate", type=float, default=DEFAULT_ANSWER_RATE)
+    parser.add_argument(
+        "--call-seconds",
+        type=float,
+        default=None,
+        help="answered calls last this long, then release their campaign lease in Redis "
+        "(ZREM, as docs/dialer.md tells the worker); needs --redis-url",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL"), help="(default: $REDIS_URL)"
+    )
+    parser.add_argument("--lease-prefix", default=os.environ.get("CPS_KEY_PREFIX", "cps"))
     return parser.parse_args(argv)
 
 
@@ -47,12 +60,18 @@ def behaviour_of(args: argparse.Namespace) -> Behaviour:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        ends = None
+        if args.call_seconds is not None:
+            if not args.redis_url:
+                raise ValueError("--call-seconds needs --redis-url (or $REDIS_URL)")
+            ends = CallEnds.from_url(args.redis_url, args.call_seconds, args.lease_prefix)
         stub = WorkerStub(
             args.host,
             args.port,
             behaviour_of(args),
             cpu_percent=args.cpu_percent,
             answer_rate=args.answer_rate,
+            call_ends=ends,
         )
     except (ValueError, OSError) as exc:
         print(f"worker stub: {exc}")

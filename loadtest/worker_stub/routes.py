@@ -130,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
             case Outcome.OK:
                 answer = {"success": True, "callId": call_id, "status": "dialing"}
                 self._send_json(HTTPStatus.OK, answer)
+                ends = self._stub.call_ends
+                if ends is not None and call.body is not None:
+                    ends.answered(call.body)
             case Outcome.FAIL:
                 answer = {"success": False, "callId": call_id, "error": behaviour.error}
                 self._send_json(HTTPStatus.OK, answer)

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from .behaviour import Behaviour, Outcome
+from .calls import CallEnds
 from .records import Call, StubHealth, check_health
 from .routes import StubServer
 
@@ -33,8 +34,12 @@ class WorkerStub:
         *,
         cpu_percent: float = DEFAULT_CPU_PERCENT,
         answer_rate: float = DEFAULT_ANSWER_RATE,
+        call_ends: CallEnds | None = None,
     ) -> None:
+        """``call_ends``: answered calls last its ``call_seconds``, and each one's end releases
+        its campaign lease (the stub closes it when it stops)."""
         check_health(cpu_percent, answer_rate)
+        self.call_ends = call_ends
         self._initial = (behaviour or Behaviour(), cpu_percent, answer_rate)
         self._lock = threading.Lock()
         self._default = self._initial[0]
@@ -68,6 +73,8 @@ class WorkerStub:
             self._server.shutdown()
             self._thread.join()
         self._server.server_close()
+        if self.call_ends is not None:
+            self.call_ends.close()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -338,6 +338,28 @@ def test_synthetic_tasks_follow_the_seed() -> None:
     assert first[0]["enrichedAt"] == "2024-01-15T10:30:00.000Z"
 
 
+def test_with_lasting_calls_no_campaign_ever_has_more_in_progress_than_its_limit(
+    tmp_path: Path,
+) -> None:
+    config = small_run(
+        tmp_path, "paced", tasks=200, campaigns=2, call_seconds=0.5, max_concurrent_calls=10
+    )
+    summary = run_simulation(config)
+    assert len(summary.campaign_peaks) == 2
+    assert set(summary.campaign_peaks.values()) == {10}
+    assert summary.campaign_chart is not None
+    assert summary.campaign_chart.read_bytes().startswith(PNG_SIGNATURE)
+    assert summary.accounted_for
+    assert "calls in progress, peak per campaign (limit 10)" in summary.render()
+
+
+def test_synthetic_tasks_are_dealt_to_the_campaigns_in_turn() -> None:
+    tasks = make_tasks(6, seed=1, run_id="r", campaigns=3, config={"maxConcurrentCalls": 4})
+    assert [t["campaignId"] for t in tasks[:3]] == [f"campaign-sim-r-{k}" for k in range(3)]
+    assert all(t["campaign"]["id"] == t["campaignId"] for t in tasks)
+    assert {t["campaign"]["config"]["maxConcurrentCalls"] for t in tasks} == {4}
+
+
 # -- exact counting -------------------------------------------------------------------------
 
 

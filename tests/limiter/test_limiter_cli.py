@@ -8,6 +8,7 @@ import sys
 
 import redis
 
+from cps_limiter import Concurrency, FixedWindow, Limiter, Rule
 from loadtest.servers import free_port
 
 
@@ -61,6 +62,17 @@ def test_status_shows_this_seconds_count_and_key(
     assert report["key"].startswith(f"{prefix}:")
     # the count is this second's, as redis-cli GET would show it
     assert report["count"] == int(raw_redis.get(report["key"]) or 0)
+
+
+def test_status_shows_the_leases_each_campaign_holds(redis_url: str, prefix: str) -> None:
+    with Limiter.from_url(redis_url, FixedWindow(50), prefix=prefix) as limiter:
+        for campaign, calls in (("campaign:a", 3), ("campaign:b", 1)):
+            rules = [Rule(Concurrency(10, ttl=60), campaign)]
+            ids = [f"{campaign}-{n}" for n in range(calls)]
+            limiter.acquire_all(rules, calls, leases=ids)
+        limiter.release("campaign:a", "campaign:a-0")
+    result = cli("status", "--redis-url", redis_url, "--prefix", prefix, "--json")
+    assert json.loads(result.stdout)["leases"] == {"campaign:a": 2, "campaign:b": 1}
 
 
 def test_status_says_when_redis_does_not_answer() -> None:

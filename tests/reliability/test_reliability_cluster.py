@@ -18,7 +18,15 @@ import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 
-from cps_limiter import AsyncLimiter, Decision, Limiter, PacedWindow
+from cps_limiter import (
+    AsyncLimiter,
+    Concurrency,
+    Decision,
+    FixedWindow,
+    Limiter,
+    PacedWindow,
+    Rule,
+)
 from dialer_lambda import Dialer
 from loadtest.simulate.pace import max_in_window
 from loadtest.worker_stub import WorkerStub
@@ -175,6 +183,75 @@ async def test_the_async_limiter_is_exact_on_the_cluster(
     assert sum(d.granted for d in decisions) == LIMIT
 
 
+@pytest.mark.slow
+def test_the_keys_of_one_decision_over_several_rules_share_one_slot(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    trunk = PacedWindow(LIMIT)
+    rules = [
+        Rule(trunk),
+        Rule(FixedWindow(LIMIT), "campaign:a"),
+        Rule(Concurrency(5, ttl=60), "campaign:a"),
+    ]
+    with Limiter.from_url(cluster.url, trunk, prefix=prefix) as limiter:
+        decision = limiter.acquire_all(rules, 2, max_wait=1.0, leases=["call-1", "call-2"])
+        assert decision.granted == 2
+        assert limiter.lease_key("campaign:a") == f"{{{prefix}}}:campaign:a:leases"
+    (keys,) = keys_by_node(cluster, f"{{{prefix}}}*").values()
+    assert len(keys) >= 4  # the trunk's counter and pacer, the campaign's counter and leases
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_decision_over_several_rules_is_exact_on_the_cluster(
+    cluster: LocalCluster, prefix: str, kind: str
+) -> None:
+    trunk = FixedWindow(LIMIT, window=LONG)
+    campaigns = {"campaign:a": LIMIT // 2 + 3, "campaign:b": LIMIT // 2 + 3}
+    taken: dict[str, list[str]] = {scope: [] for scope in campaigns}
+    count = itertools.count()
+
+    def rules_for(n: int) -> tuple[str, list[Rule]]:
+        scope = sorted(campaigns)[n % 2]
+        return scope, [Rule(trunk), Rule(Concurrency(campaigns[scope], ttl=LONG), scope)]
+
+    if kind == "sync":
+        with Limiter.from_url(cluster.url, trunk, prefix=prefix) as limiter:
+
+            def one() -> Decision:
+                n = next(count)
+                scope, rules = rules_for(n)
+                decision = limiter.acquire_all(rules, 1, leases=[f"call-{n}"])
+                taken[scope] += decision.leases
+                return decision
+
+            decisions = hammer(one)
+            held = {scope: limiter.leases_held(scope)[0] for scope in campaigns}
+    else:
+
+        async def run() -> tuple[list[Decision], dict[str, int]]:
+            limiter = AsyncLimiter.from_url(cluster.url, trunk, prefix=prefix)
+
+            async def one() -> Decision:
+                n = next(count)
+                scope, rules = rules_for(n)
+                decision = await limiter.acquire_all(rules, 1, leases=[f"call-{n}"])
+                taken[scope] += decision.leases
+                return decision
+
+            found = await async_hammer(one)
+            live = {scope: (await limiter.leases_held(scope))[0] for scope in campaigns}
+            await limiter.aclose()
+            return found, live
+
+        decisions, held = asyncio.run(run())
+    assert not any(d.fail_open for d in decisions)
+    assert sum(d.granted for d in decisions) == LIMIT
+    for scope, limit in campaigns.items():
+        assert held[scope] == len(taken[scope]) <= limit
+
+
 # -- the dialer on the cluster -----------------------------------------------------------------
 
 
@@ -198,6 +275,22 @@ def cluster_dialer(on_cluster: MakeDialer) -> Dialer:
     """A dialer on the cluster at 5 calls per second, in fixed windows: these tests count
     what one window lets through at once."""
     return on_cluster(CPS_STRATEGY="fixed")
+
+
+@pytest.mark.slow
+def test_a_full_campaign_on_the_cluster_gets_its_limit_and_its_leases_share_the_trunks_slot(
+    on_cluster: MakeDialer, stub: WorkerStub, cluster: LocalCluster, prefix: str
+) -> None:
+    dialer = on_cluster(MAX_CPS="50", RATE_LIMIT_MAX_WAIT_SECONDS="1")
+    batch = make_batch(8)
+    for task in batch:
+        task["campaign"]["config"]["maxConcurrentCalls"] = 5
+    result = dialer.process(batch, FakeContext())
+    assert (result["successful"], result["rateLimited"]) == (5, 3)
+    key = f"{{{prefix}-cps}}:campaign:campaign-123:leases"
+    assert dialer.limiter.lease_key("campaign:campaign-123") == key
+    assert dialer.limiter.leases_held("campaign:campaign-123")[0] == 5
+    assert key_slot(key.encode()) == key_slot(dialer.limiter.key_base().encode())
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ FUNCTION_ENVIRONMENT = (
     "DIAL_TIMEOUT_SECONDS",
     "RATE_LIMIT_MAX_WAIT_SECONDS",
     "IDEMPOTENCY_TTL_SECONDS",
+    "CALL_MAX_SECONDS",
 )
 AWS_NAMESPACE_PREFIX = "AWS/"
 
@@ -355,6 +356,7 @@ def test_the_redis_url_comes_from_a_parameter_that_is_never_echoed() -> None:
         ("DIAL_TIMEOUT_SECONDS", _config.DEFAULT_DIAL_TIMEOUT_SECONDS),
         ("RATE_LIMIT_MAX_WAIT_SECONDS", _config.DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS),
         ("IDEMPOTENCY_TTL_SECONDS", _config.DEFAULT_IDEMPOTENCY_TTL_SECONDS),
+        ("CALL_MAX_SECONDS", _config.DEFAULT_CALL_MAX_SECONDS),
     ],
 )
 def test_the_template_defaults_agree_with_the_code_defaults(variable: str, default: Any) -> None:

@@ -1,0 +1,139 @@
+"""Campaign limits: ``maxConcurrentCalls`` and ``maxCps``, taken with the trunk's CPS permit in one
+decision, and the leases given back when their dial surely never reached the worker.
+
+A batch's tasks are grouped by campaign (and its limits). A group without limits takes its
+permits as the dialer always has, with one ``acquire``; a group with limits takes them with one
+``acquire_all`` over the trunk's rule, the campaign's CPS rule and its concurrency rule, whose
+lease ids are the calls' ``callId``. The worker releases a lease when its call ends with one
+command, ``ZREM <prefix>:campaign:<campaignId>:leases <callId>``; a lease it never releases
+expires ``CALL_MAX_SECONDS`` after its dial's moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from cps_limiter import (
+    BackendUnavailable,
+    Concurrency,
+    Decision,
+    FixedWindow,
+    Rule,
+    RulesDecision,
+)
+
+from ._logging import log_event
+from ._report import NOT_GRANTED_ERROR
+from ._tasks import DialTask
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+CAMPAIGN_FULL_ERROR: Final = "campaign at maxConcurrentCalls: no call slot free"
+CAMPAIGN_CPS_ERROR: Final = "campaign at maxCps: no permit within the wait budget"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    campaign_id: str
+    max_concurrent_calls: int | None
+    max_cps: int | None
+
+    @property
+    def scope(self) -> str:
+        """The scope of the campaign's keys: ``<prefix>:campaign:<id>:leases`` and so on."""
+        return f"campaign:{self.campaign_id}"
+
+    def rules(self, call_max_seconds: float) -> list[Rule]:
+        rules = []
+        if self.max_cps is not None:
+            rules.append(Rule(FixedWindow(self.max_cps), self.scope))
+        if self.max_concurrent_calls is not None:
+            rules.append(Rule(Concurrency(self.max_concurrent_calls, call_max_seconds), self.scope))
+        return rules
+
+
+@dataclass(slots=True)
+class Group:
+    """Tasks of one campaign (or of every campaign without limits) waiting for permits."""
+
+    limits: Limits | None
+    pending: deque[int] = field(default_factory=deque)
+    error: str = NOT_GRANTED_ERROR
+    """Why what is left of the group is not dialed, once it stops getting permits."""
+
+
+def limits_of(task: DialTask) -> Limits | None:
+    if task.max_concurrent_calls is None and task.max_cps is None:
+        return None
+    return Limits(task.campaign_id, task.max_concurrent_calls, task.max_cps)
+
+
+def groups_of(batch: Batch, ready: list[int]) -> list[Group]:
+    """The tasks by campaign limits, in the order they first appear; tasks without limits are
+    one group, so that a batch without any takes its permits in one call, as it always has."""
+    groups: dict[Limits | None, Group] = {}
+    for index in ready:
+        limits = limits_of(batch.tasks[index])
+        groups.setdefault(limits, Group(limits)).pending.append(index)
+    return list(groups.values())
+
+
+def call_id_of(task: DialTask) -> str:
+    return f"call-{task.campaign_id}-{task.contact_id}-{time.time_ns() // 1_000_000}"
+
+
+def take(batch: Batch, group: Group, wanted: int, max_wait: float) -> Decision:
+    """The permits for the group's next ``wanted`` tasks (`BackendUnavailable` passes)."""
+    limiter = batch.dialer.limiter
+    if group.limits is None:
+        return limiter.acquire(permits=wanted, partial=True, max_wait=max_wait)
+    limits = group.limits
+    indices = list(group.pending)[:wanted]
+    ids = [call_id_of(batch.tasks[index]) for index in indices]
+    leases = ids if limits.max_concurrent_calls is not None else []
+    rules = limits.rules(batch.dialer.settings.call_max_seconds)
+    decision = limiter.acquire_all(
+        [Rule(limiter.strategy), *rules], wanted, partial=True, max_wait=max_wait, leases=leases
+    )
+    for index, call_id in zip(indices[: decision.granted], ids, strict=False):
+        batch.call_ids[index] = call_id
+        if leases:
+            batch.leases[index] = (limits.scope, call_id)
+    if decision.granted < wanted:
+        group.error = _why(decision, limits)
+    return decision
+
+
+def _why(decision: RulesDecision, limits: Limits) -> str:
+    """The error of the tasks a campaign rule held back (the trunk's, rule 0, is the default)."""
+    at = decision.limited_by
+    if at is None or at == 0:
+        return NOT_GRANTED_ERROR
+    held_back = limits.rules(1.0)[at - 1].limit
+    return CAMPAIGN_FULL_ERROR if isinstance(held_back, Concurrency) else CAMPAIGN_CPS_ERROR
+
+
+def give_back_leases(batch: Batch, leases: list[tuple[str, str]]) -> None:
+    """Release ``leases`` (scope, id), one call a campaign; a Redis failure is logged, and the
+    leases then expire after CALL_MAX_SECONDS."""
+    by_scope: dict[str, list[str]] = {}
+    for scope, lease in leases:
+        by_scope.setdefault(scope, []).append(lease)
+    for scope, ids in by_scope.items():
+        try:
+            batch.dialer.limiter.release(scope, *ids)
+        except BackendUnavailable as error:
+            batch.redis_down(
+                logging.ERROR,
+                "release_leases",
+                "could not release campaign leases; they expire after CALL_MAX_SECONDS",
+                leases=len(ids),
+                error=repr(error),
+            )
+            continue
+        log_event(logging.INFO, "leases_released", "leases released", scope=scope, leases=len(ids))
