@@ -84,6 +84,8 @@ class Batch:
         self.leases: dict[int, tuple[str, str]] = {}
         """The lease (scope, id) each task took on its campaign's concurrency."""
         self.decisions: list[Decision] = []
+        self.sent_seconds: list[int] = []
+        """The unix second each dial left in (list.append is atomic: dials run on threads)."""
         self.redis_unavailable = 0
         self.request_id = str(getattr(context, "aws_request_id", "") or "local")
         started = time.monotonic()

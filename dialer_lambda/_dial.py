@@ -202,6 +202,7 @@ def _dial_one(
         propagate.inject(headers)  # traceparent, when an SDK records this span
         started = time.monotonic()
         try:
+            batch.sent_seconds.append(int(time.time()))
             outcome = batch.dialer.worker.dial(command, headers, timeout=left)
         except Exception as error:
             # A bug must cost one task, not the batch; the call may have gone out, so no

@@ -15,6 +15,7 @@ from cps_limiter import Decision, RateLimitExceeded
 
 from ._logging import log_event
 from ._metrics import BatchMetrics
+from ._tally import counts_in_decisions, tallied
 
 if TYPE_CHECKING:
     from ._batch import Batch
@@ -97,7 +98,11 @@ def result_of(batch: Batch) -> BatchResult:
 
 def report(batch: Batch, result: BatchResult, span: trace.Span, seconds: float) -> None:
     """The batch's EMF line and OpenTelemetry metrics, span attributes and ``batch_end`` line."""
-    measured = [d.limit - d.remaining for d in batch.decisions if not d.fail_open]
+    measured = (
+        [d.limit - d.remaining for d in batch.decisions if not d.fail_open]
+        if counts_in_decisions(batch)
+        else tallied(batch)
+    )
     batch.dialer.metrics.record(
         BatchMetrics(
             DialTasksProcessed=result["totalProcessed"],

@@ -251,3 +251,17 @@ def test_the_limiter_span_nests_under_the_permits_span_that_each_dial_links_to(
     assert permits["parent"] == batch["id"]
     assert acquire["parent"] == permits["id"]
     assert all(dial["links"] == [permits["id"]] for dial in _named(traced, "dialer.dial"))
+
+
+@pytest.mark.parametrize("strategy", ["paced", "fixed", "sliding", "token"])
+def test_current_cps_counts_the_calls_sent_whatever_the_strategy(
+    make_dialer: MakeDialer, lines: Lines, strategy: str
+) -> None:
+    dialer = make_dialer(MAX_CPS="50", CPS_STRATEGY=strategy)
+
+    dialer.process(make_batch(3), FakeContext())
+
+    # Three calls, in one second or across a boundary. A token bucket's limit less its
+    # remaining burst read about 50 here, whatever was sent.
+    [emf] = lines.emf()
+    assert 1 <= emf["CurrentCPS"] <= 3
