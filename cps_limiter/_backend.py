@@ -109,7 +109,7 @@ class Backend:
             try:
                 result = operation(self.client, *args, **kwargs)
             except _CONNECTION_ERRORS as error:
-                if not self._may_retry(error, started):
+                if not self._may_retry(error, started, queued_again=False):
                     raise
                 _drop_idle_connections(self.client)
                 result = operation(self.client, *args, **kwargs)
@@ -140,7 +140,7 @@ class Backend:
                 try:
                     result = await operation(self.client, *args, **kwargs)
                 except _CONNECTION_ERRORS as error:
-                    if not self._may_retry(error, started):
+                    if not self._may_retry(error, started, queued_again=True):
                         raise
                     await _adrop_idle_connections(self.client)
                     result = await operation(self.client, *args, **kwargs)
@@ -163,10 +163,14 @@ class Backend:
         with self._in_flight_lock:
             self._in_flight -= 1
 
-    def _may_retry(self, error: Exception, started: float) -> bool:
-        """Whether a call that failed on its connection is sent once more, on a fresh one."""
-        if time.monotonic() - started > RETRY_WITHIN or str(error).startswith(_POOL_EXHAUSTED):
+    def _may_retry(self, error: Exception, started: float, *, queued_again: bool) -> bool:
+        """Whether a call that failed on its connection is sent once more, on a fresh one.
+        A call that found every connection busy queues again only where a deadline of its
+        own bounds it (``queued_again``: asyncio); a sync caller would wait twice over."""
+        if time.monotonic() - started > RETRY_WITHIN:
             return False
+        if str(error).startswith(_POOL_EXHAUSTED):
+            return queued_again
         # A connection that died while idle fails the one call that meets it; a stalled Redis
         # times out every call in flight at once, and retrying them all would only double
         # the wait of a crowd.

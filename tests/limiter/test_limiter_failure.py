@@ -174,7 +174,8 @@ async def test_sync_and_async_give_the_same_decisions(redis_url: str, prefix: st
 
 async def test_async_callers_in_flight_share_one_limit(redis_url: str, prefix: str) -> None:
     # Generous timeouts: this is about exactness, and a loaded machine may take longer than the
-    # default 0.1 s to open 64 connections at once (which would fail some decisions open).
+    # default 0.1 s to open 64 connections at once, or to free one for the callers queued
+    # behind them (which would fail some decisions open).
     limiter = AsyncLimiter.from_url(
         redis_url,
         FixedWindow(50, window=3600),
@@ -182,6 +183,7 @@ async def test_async_callers_in_flight_share_one_limit(redis_url: str, prefix: s
         decision_timeout=5.0,
         socket_connect_timeout=2.0,
         socket_timeout=2.0,
+        timeout=2.0,  # the pool's wait for a free connection
     )
     decisions = await asyncio.gather(*(limiter.acquire() for _ in range(200)))
     assert not any(d.fail_open for d in decisions)
@@ -260,10 +262,29 @@ def _sent(error: Exception) -> int:
     return sent
 
 
+async def _asent(error: Exception) -> int:
+    sent = 0
+
+    async def operation(client: object) -> None:
+        nonlocal sent
+        sent += 1
+        raise error
+
+    backend = Backend(object(), CircuitBreaker(), deadline=1.0)
+    with pytest.raises(BackendUnavailable):
+        await backend.acall(operation)
+    return sent
+
+
 def test_a_call_whose_connection_was_reset_is_sent_once_more() -> None:
     assert _sent(redis.ConnectionError("Connection reset by peer")) == 2
 
 
-def test_a_call_that_found_every_connection_busy_is_not_sent_again() -> None:
+def test_a_sync_call_that_found_every_connection_busy_is_not_sent_again() -> None:
     # Queueing for the pool a second time would double a crowd's wait on a stalled Redis.
     assert _sent(redis.ConnectionError("No connection available.")) == 1
+
+
+async def test_an_async_call_that_found_every_connection_busy_queues_once_more() -> None:
+    # Its own deadline bounds it, and a cold burst of coroutines gets its connections opened.
+    assert await _asent(redis.ConnectionError("No connection available.")) == 2
