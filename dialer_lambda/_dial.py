@@ -51,7 +51,8 @@ def dial(batch: Batch, ready: list[int]) -> None:
             # so once Redis is back this container's next dial is under Redis's pace, not the
             # rest of a second of local slots on top of it.
             wanted = 1 if _redis_down(batch) else min(len(group.pending), share)
-            decision, link = _permits(batch, group, wanted, batch.deadline - time.monotonic())
+            left = batch.deadline - time.monotonic()
+            decision, link = _permits(batch, group, wanted, left)
             if decision is None:
                 for other in waiting:
                     other.error = FAIL_CLOSED_ERROR
@@ -70,7 +71,9 @@ def dial(batch: Batch, ready: list[int]) -> None:
                 at = granted + moment
                 submit = batch.dialer.executor.submit
                 dials.append((index, submit(_dial_one, batch, index, parent, link, at, spacing)))
-            if not group.pending:
+            # With the budget spent, a short grant is the group's last: asking again at once
+            # would only catch a window that happened to open since, a round trip on a chance.
+            if not group.pending or (decision.granted < wanted and left <= 0):
                 waiting.remove(group)
         # The next round starts with another group: the first to ask gets the earliest slots.
         waiting = waiting[1:] + waiting[:1]

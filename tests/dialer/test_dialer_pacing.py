@@ -76,6 +76,24 @@ def test_without_a_wait_budget_five_are_dialed_and_five_come_back_in_batch_item_
     assert len(stub.calls) == LIMIT
 
 
+@pytest.mark.parametrize("strategy", ["fixed", "paced", "sliding", "token"])
+def test_without_a_wait_budget_a_short_grant_is_the_batchs_only_limiter_call(
+    make_dialer: MakeDialer, lines: Lines, strategy: str
+) -> None:
+    # Asking again at once could only catch a window that opened in between: a second five
+    # for the fixed window when the batch straddles a boundary, decided by chance.
+    dialer = make_dialer(
+        MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY=strategy
+    )
+
+    result = dialer.process(make_batch(BATCH), FakeContext())
+
+    checks = [(c["requested"], c["granted"]) for c in lines.events("cps_check")]
+    assert len(checks) == 1
+    assert checks[0][0] == BATCH
+    assert result["successful"] == checks[0][1] < BATCH
+
+
 def test_the_token_bucket_spaces_calls_evenly_and_never_bursts(
     make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
