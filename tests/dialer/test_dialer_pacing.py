@@ -82,9 +82,7 @@ def test_without_a_wait_budget_a_short_grant_is_the_batchs_only_limiter_call(
 ) -> None:
     # Asking again at once could only catch a window that opened in between: a second five
     # for the fixed window when the batch straddles a boundary, decided by chance.
-    dialer = make_dialer(
-        MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY=strategy
-    )
+    dialer = make_dialer(MAX_CPS=str(LIMIT), RATE_LIMIT_MAX_WAIT_SECONDS="0", CPS_STRATEGY=strategy)
 
     result = dialer.process(make_batch(BATCH), FakeContext())
 
