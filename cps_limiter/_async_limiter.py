@@ -124,7 +124,7 @@ class AsyncLimiter(AsyncRules):
 
     async def _call(self, request: Request) -> Decision:
         try:
-            reply = await self._backend.acall(self._script, request.evalsha)
+            reply = await self._backend.adecide(self._script, request.evalsha)
         except BackendUnavailable as error:
             return self._unavailable(request, error)
         return self._decided(request, reply)
@@ -132,13 +132,14 @@ class AsyncLimiter(AsyncRules):
     async def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
         pool = direct_pool(client)
         try:
-            return await aevalsha(client, pool, arguments)
+            return await aevalsha(client, pool, arguments, self._backend.spare)
         except NoScriptError:
             await client.script_load(self._source)
-            return await aevalsha(client, pool, arguments)
+            return await aevalsha(client, pool, arguments, self._backend.spare)
 
     async def aclose(self) -> None:
-        """Close the client if this limiter made it (from_url)."""
+        """As `Limiter.close`."""
+        await self._backend.spare.arelease()
         if self._owns_client:
             await self._client.aclose()
 

@@ -23,6 +23,7 @@ from ._breaker import CircuitBreaker
 from ._connect import is_cluster
 from ._credentials import refused
 from ._errors import BackendUnavailable, LimiterError
+from ._wire import Spare
 
 logger = logging.getLogger("cps_limiter")
 
@@ -94,12 +95,22 @@ class Backend:
         self._ping_first = not is_cluster(client) and callable(getattr(client, "ping", None))
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
+        self.spare = Spare()
+        """The connection a decision keeps between calls (`_wire.Spare`)."""
 
     def call(
         self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """``operation(client, *args, **kwargs)``'s result, or `BackendUnavailable` from its
-        error."""
+        error. The spare goes back to the pool first: commands other than a decision take
+        their connection there, and a limiter and its caller then share one."""
+        self.spare.release()
+        return self.decide(operation, *args, **kwargs)
+
+    def decide(
+        self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """As `call`, for an operation that sends on `spare` (a decision's EVALSHA)."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         started = self._enter()
@@ -130,6 +141,16 @@ class Backend:
         **kwargs: P.kwargs,
     ) -> T:
         """As `call`, for a coroutine, which also fails when the deadline passes."""
+        await self.spare.arelease()
+        return await self.adecide(operation, *args, **kwargs)
+
+    async def adecide(
+        self,
+        operation: Callable[Concatenate[Any, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As `decide`, for a coroutine."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         started = self._enter()

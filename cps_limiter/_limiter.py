@@ -126,7 +126,7 @@ class Limiter(SyncRules):
 
     def _call(self, request: Request) -> Decision:
         try:
-            reply = self._backend.call(self._script, request.evalsha)
+            reply = self._backend.decide(self._script, request.evalsha)
         except BackendUnavailable as error:
             return self._unavailable(request, error)
         return self._decided(request, reply)
@@ -134,14 +134,16 @@ class Limiter(SyncRules):
     def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
         pool = direct_pool(client)
         try:
-            return evalsha(client, pool, arguments)
+            return evalsha(client, pool, arguments, self._backend.spare)
         except NoScriptError:
             # A restarted or flushed server (or a new cluster node) has lost the script.
             client.script_load(self._source)
-            return evalsha(client, pool, arguments)
+            return evalsha(client, pool, arguments, self._backend.spare)
 
     def close(self) -> None:
-        """Close the client if this limiter made it (from_url)."""
+        """Give back the connection kept between decisions; close the client if this limiter
+        made it (from_url)."""
+        self._backend.spare.release()
         if self._owns_client:
             self._client.close()
 

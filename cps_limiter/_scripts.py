@@ -26,6 +26,7 @@ def lua_source(name: str) -> str:
 
 GRANT_BLOCKS = {
     "fixed_window.lua": "fixed_window_grant.lua",
+    "sliding_window.lua": "sliding_window_grant.lua",
     "token_bucket.lua": "token_bucket_grant.lua",
 }
 """Strategies whose common request has a block of its own, run before the strategy's script

@@ -12,6 +12,8 @@ keeps the plain path. Errors are redis-py's own, so `_backend` translates them a
 from __future__ import annotations
 
 import inspect
+import os
+import weakref
 from typing import Any
 
 import redis
@@ -49,38 +51,143 @@ def direct_pool(client: object) -> Any:
     return None
 
 
-def evalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...]) -> Any:
-    """EVALSHA's raw reply, on a connection of ``pool`` (from `direct_pool`) when there is one,
-    or redis-py's error."""
+class Spare:
+    """The one connection a limiter keeps aside from its pool between decisions.
+
+    Taking a connection from redis-py's pool and giving it back runs a queue and its lock, a
+    poll of the socket and the pool's observability hooks: a fair share of a decision's time
+    on the client. A caller that decides one decision after another reuses the spare instead;
+    callers deciding at the same moment take theirs from the pool, as before.
+
+    The spare never outlives trouble: a call that fails on its connection closes the spare
+    too, as it has likely died the same way (an idle flow a NAT dropped, a restarted server),
+    so that the retry opens a fresh connection; a forked child never uses its parent's.
+    `release` gives it back to its pool, and a limiter's close calls it.
+    """
+
+    __slots__ = ("__weakref__", "_kept")
+
+    def __init__(self) -> None:
+        # (pool, connection) pairs; list.pop and list.append are atomic, so threads need no
+        # lock. Two threads giving back at once may both keep theirs: each is taken again.
+        self._kept: list[tuple[Any, Any]] = []
+        _SPARES.add(self)
+
+    def take(self, pool: Any) -> Any:
+        """The spare if it belongs to ``pool``, else a connection of ``pool``; None to ask
+        the pool (an asyncio pool is awaited by the caller)."""
+        try:
+            owner, connection = self._kept.pop()
+        except IndexError:
+            return None
+        if owner is pool:
+            return connection
+        self._kept.append((owner, connection))
+        return None
+
+    def keep(self, pool: Any, connection: Any) -> bool:
+        """Keep ``connection`` as the spare; False when one is kept already (the caller gives
+        it back to the pool)."""
+        if self._kept:
+            return False
+        self._kept.append((pool, connection))
+        return True
+
+    def drain(self) -> list[tuple[Any, Any]]:
+        """Every connection kept, no longer kept: the caller closes or releases them."""
+        if not self._kept:
+            return []
+        kept, self._kept = self._kept, []
+        return kept
+
+    def release(self) -> None:
+        """Give a sync spare back to its pool."""
+        if self._kept:
+            for pool, connection in self.drain():
+                pool.release(connection)
+
+    async def arelease(self) -> None:
+        """Give an asyncio spare back to its pool."""
+        if self._kept:
+            for pool, connection in self.drain():
+                await pool.release(connection)
+
+    def _forget(self) -> None:
+        self._kept = []
+
+
+_SPARES: weakref.WeakSet[Spare] = weakref.WeakSet()
+
+
+def _forget_spares() -> None:
+    # The parent's sockets: neither ours to use nor to close (redis-py's pools reset
+    # themselves in a child and would never see these connections again).
+    for spare in list(_SPARES):
+        spare._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_spares)
+
+
+def evalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: Spare) -> Any:
+    """EVALSHA's raw reply, on ``spare`` or a connection of ``pool`` (from `direct_pool`) when
+    there is one, or redis-py's error."""
     if pool is None or _instrumented(type(client)):
         return client.evalsha(*evalsha_args)
-    connection = pool.get_connection() if _SYNC_BARE else pool.get_connection(EVALSHA)
+    connection = spare.take(pool)
+    if connection is None:
+        connection = pool.get_connection() if _SYNC_BARE else pool.get_connection(EVALSHA)
     try:
         connection.send_packed_command(connection.pack_command(EVALSHA, *evalsha_args))
-        return connection.read_response()
+        reply = connection.read_response()
     except ResponseError:
         # A whole error reply was read: the connection is in step and goes back as it is.
+        _give_back(spare, pool, connection)
         raise
     except BaseException:
         # Anything else may have left a reply unread, or half a command sent.
         connection.disconnect()
+        pool.release(connection)
+        for owner, kept in spare.drain():
+            kept.disconnect()
+            owner.release(kept)
         raise
-    finally:
+    _give_back(spare, pool, connection)
+    return reply
+
+
+def _give_back(spare: Spare, pool: Any, connection: Any) -> None:
+    if not spare.keep(pool, connection):
         pool.release(connection)
 
 
-async def aevalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...]) -> Any:
+async def aevalsha(
+    client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: Spare
+) -> Any:
     """As `evalsha`, on an asyncio client; a cancelled call disconnects its connection."""
     if pool is None or _instrumented(type(client)):
         return await client.evalsha(*evalsha_args)
-    connection = await (pool.get_connection() if _ASYNC_BARE else pool.get_connection(EVALSHA))
+    connection = spare.take(pool)
+    if connection is None:
+        connection = await (pool.get_connection() if _ASYNC_BARE else pool.get_connection(EVALSHA))
     try:
         await connection.send_packed_command(connection.pack_command(EVALSHA, *evalsha_args))
-        return await connection.read_response()
+        reply = await connection.read_response()
     except ResponseError:
+        await _agive_back(spare, pool, connection)
         raise
     except BaseException:
         await connection.disconnect(nowait=True)
+        await pool.release(connection)
+        for owner, kept in spare.drain():
+            await kept.disconnect(nowait=True)
+            await owner.release(kept)
         raise
-    finally:
+    await _agive_back(spare, pool, connection)
+    return reply
+
+
+async def _agive_back(spare: Spare, pool: Any, connection: Any) -> None:
+    if not spare.keep(pool, connection):
         await pool.release(connection)

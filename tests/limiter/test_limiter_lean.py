@@ -3,6 +3,8 @@ EVALSHA sent on a pooled connection directly, and tracing that builds nothing un
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -115,11 +117,87 @@ def test_a_direct_call_that_fails_disconnects_its_connection_before_giving_it_ba
 
     monkeypatch.setattr(redis.connection.Connection, "read_response", broken)
     with pytest.raises(RuntimeError):
-        _wire.evalsha(client, pool, ("0" * 40, 0))
+        _wire.evalsha(client, pool, ("0" * 40, 0), _wire.Spare())
     monkeypatch.undo()
     (connection,) = pool._available_connections
     assert connection._sock is None
     assert client.ping()
+
+
+def _count_pool_takes(pool: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    taken: list[int] = []
+    plain = pool.get_connection
+    if inspect.iscoroutinefunction(plain):
+
+        async def counted_async(*args: Any, **kwargs: Any) -> Any:
+            taken.append(1)
+            return await plain(*args, **kwargs)
+
+        monkeypatch.setattr(pool, "get_connection", counted_async)
+    else:
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            taken.append(1)
+            return plain(*args, **kwargs)
+
+        monkeypatch.setattr(pool, "get_connection", counted)
+    return taken
+
+
+def test_decisions_one_after_another_reuse_the_kept_connection_without_the_pool(
+    make_limiter_on: MakeLimiter, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = make_limiter_on(redis_url, FixedWindow(100, window=LONG))
+    taken = _count_pool_takes(limiter.limiter.client.connection_pool, monkeypatch)
+    assert all(limiter.acquire().allowed for _ in range(5))
+    assert len(taken) == 1
+
+
+def test_a_kept_connection_the_server_closed_costs_no_decision(
+    make_limiter_on: MakeLimiter, redis_url: str
+) -> None:
+    """The kept connection skips the pool's check of the socket: a connection that died while
+    kept fails its call, which the limiter sends again on a fresh one."""
+    limiter = make_limiter_on(redis_url, FixedWindow(100, window=LONG), deny_cache=False)
+    assert limiter.acquire().allowed
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    finally:
+        admin.close()
+    decision = limiter.acquire()
+    assert (decision.allowed, decision.fail_open, decision.remaining) == (True, False, 98)
+
+
+def test_closing_a_limiter_gives_the_kept_connection_back_to_a_pool_it_does_not_own(
+    redis_url: str, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    pool = client.connection_pool
+    limiter = Limiter(client, FixedWindow(5), prefix=prefix)
+    assert limiter.acquire().allowed
+    assert len(pool._in_use_connections) == 1
+    limiter.close()
+    assert len(pool._in_use_connections) == 0
+    assert client.ping()
+    client.close()
+
+
+def test_a_forked_child_never_uses_its_parents_kept_connection(redis_url: str, prefix: str) -> None:
+    limiter = Limiter.from_url(redis_url, FixedWindow(100, window=LONG), prefix=prefix)
+    try:
+        assert limiter.acquire().allowed
+        ((_, kept),) = limiter._backend.spare._kept
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            fresh = limiter._backend.spare._kept == [] and limiter.acquire().remaining == 98
+            os._exit(0 if fresh and kept._sock is not None else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert limiter.acquire().remaining == 97
+        assert limiter._backend.spare._kept[0][1] is kept
+    finally:
+        limiter.close()
 
 
 def test_an_instrumented_client_keeps_its_command_layer(
