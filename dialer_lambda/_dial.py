@@ -51,7 +51,8 @@ def dial(batch: Batch, ready: list[int]) -> None:
             # so once Redis is back this container's next dial is under Redis's pace, not the
             # rest of a second of local slots on top of it.
             wanted = 1 if _redis_down(batch) else min(len(group.pending), share)
-            left = batch.deadline - time.monotonic()
+            asked = time.monotonic()
+            left = batch.deadline - asked
             decision, link = _permits(batch, group, wanted, left)
             if decision is None:
                 for other in waiting:
@@ -62,13 +63,16 @@ def dial(batch: Batch, ready: list[int]) -> None:
                 waiting.remove(group)
                 continue
             # A paced grant carries each permit's moment: each dial waits for its own, so that
-            # the batch reaches the carrier spaced as granted, not at once.
-            granted = time.monotonic()
+            # the batch reaches the carrier spaced as granted, not at once. The moments count
+            # from when the request left, the closest this clock knows to Redis's: a reply
+            # handled late (a busy host) must not push the whole batch late, onto the slots
+            # Redis gave the next container.
+            first = asked + decision.waited
             moments = decision.schedule or (0.0,) * decision.granted
             spacing = _spacing(batch, decision)
             for moment in moments[: len(group.pending)]:
                 index = group.pending.popleft()
-                at = granted + moment
+                at = first + moment
                 submit = batch.dialer.executor.submit
                 dials.append((index, submit(_dial_one, batch, index, parent, link, at, spacing)))
             # With the budget spent, a short grant is the group's last: asking again at once
