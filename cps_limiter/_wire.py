@@ -70,12 +70,12 @@ class Spare:
     def __init__(self) -> None:
         # (pool, connection) pairs; list.pop and list.append are atomic, so threads need no
         # lock. Two threads giving back at once may both keep theirs: each is taken again.
+        # The list is never replaced but in a forked child, so that no append can miss it.
         self._kept: list[tuple[Any, Any]] = []
         _SPARES.add(self)
 
     def take(self, pool: Any) -> Any:
-        """The spare if it belongs to ``pool``, else a connection of ``pool``; None to ask
-        the pool (an asyncio pool is awaited by the caller)."""
+        """The spare if one of ``pool``'s is kept; None when not (the caller asks the pool)."""
         try:
             owner, connection = self._kept.pop()
         except IndexError:
@@ -95,22 +95,26 @@ class Spare:
 
     def drain(self) -> list[tuple[Any, Any]]:
         """Every connection kept, no longer kept: the caller closes or releases them."""
-        if not self._kept:
-            return []
-        kept, self._kept = self._kept, []
-        return kept
+        drained = []
+        # Pop by pop rather than swapping the list: a thread keeping its connection at the
+        # same moment would append to the list swapped out, and that connection would never
+        # go back to its pool.
+        while self._kept:
+            try:
+                drained.append(self._kept.pop())
+            except IndexError:
+                break
+        return drained
 
     def release(self) -> None:
         """Give a sync spare back to its pool."""
-        if self._kept:
-            for pool, connection in self.drain():
-                pool.release(connection)
+        for pool, connection in self.drain():
+            pool.release(connection)
 
     async def arelease(self) -> None:
         """Give an asyncio spare back to its pool."""
-        if self._kept:
-            for pool, connection in self.drain():
-                await pool.release(connection)
+        for pool, connection in self.drain():
+            await pool.release(connection)
 
     def _forget(self) -> None:
         self._kept = []

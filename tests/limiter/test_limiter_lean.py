@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -180,6 +181,27 @@ def test_closing_a_limiter_gives_the_kept_connection_back_to_a_pool_it_does_not_
     limiter.close()
     assert len(pool._in_use_connections) == 0
     assert client.ping()
+    client.close()
+
+
+def test_threads_deciding_and_sending_other_commands_at_once_give_every_connection_back(
+    redis_url: str, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    pool = client.connection_pool
+    limiter = Limiter(client, FixedWindow(10**9, window=LONG), prefix=prefix)
+
+    def work(turns: int) -> None:
+        for turn in range(turns):
+            assert limiter.acquire().allowed
+            if turn % 3 == 0:
+                assert limiter.run(lambda redis_client: redis_client.ping())
+
+    with ThreadPoolExecutor(8) as threads:
+        for done in [threads.submit(work, 150) for _ in range(8)]:
+            done.result()
+    limiter.close()
+    assert len(pool._in_use_connections) == 0
     client.close()
 
 
