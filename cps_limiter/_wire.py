@@ -116,6 +116,18 @@ class Spare:
         for pool, connection in self.drain():
             await pool.release(connection)
 
+    def close(self) -> None:
+        """Close a sync spare and give it back: it has likely died as the one that failed."""
+        for pool, connection in self.drain():
+            connection.disconnect()
+            pool.release(connection)
+
+    async def aclose(self) -> None:
+        """As `close`, for an asyncio spare."""
+        for pool, connection in self.drain():
+            await connection.disconnect(nowait=True)
+            await pool.release(connection)
+
     def _forget(self) -> None:
         self._kept = []
 
@@ -153,9 +165,7 @@ def evalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: 
         # Anything else may have left a reply unread, or half a command sent.
         connection.disconnect()
         pool.release(connection)
-        for owner, kept in spare.drain():
-            kept.disconnect()
-            owner.release(kept)
+        spare.close()
         raise
     _give_back(spare, pool, connection)
     return reply
@@ -184,9 +194,7 @@ async def aevalsha(
     except BaseException:
         await connection.disconnect(nowait=True)
         await pool.release(connection)
-        for owner, kept in spare.drain():
-            await kept.disconnect(nowait=True)
-            await owner.release(kept)
+        await spare.aclose()
         raise
     await _agive_back(spare, pool, connection)
     return reply
