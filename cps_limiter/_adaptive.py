@@ -1,10 +1,10 @@
 """Adaptive CPS: the limit in force from a base limit, an operator's cap and a health report.
 
 The policy is a value; the limit in force is computed inside each decision's script
-(``lua/adaptive.lua``) from two keys beside the limit's own: ``<base>:cap`` and
-``<base>:health``. The functions here write and read those keys for operators, on sync and
-asyncio clients alike: the ones that only send a command return what the client returns (an
-awaitable on an asyncio client), and the ones that read a reply have an ``_async`` twin.
+(``lua/adaptive.lua``) from one hash beside the limit's own keys, ``<base>:adaptive``, which
+holds the cap and the health report. The functions here write and read it for operators, on
+sync and asyncio clients alike: the writes send one script and return what the client returns
+(an awaitable on an asyncio client), and the reads have an ``_async`` twin.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._scripts import lua_source
 from ._validation import non_negative_number, positive_int, positive_number
 
 DEFAULT_HIGH_CPU = 80.0
@@ -25,8 +26,9 @@ DEFAULT_LOW_ANSWER_FACTOR = 0.5
 DEFAULT_MAX_AGE = 30.0
 """Seconds after which a health report is stale and ignored."""
 
-OFF_ARGUMENTS = ["0"]
-"""The trailing ARGV of a limiter without a policy: lua/adaptive.lua then reads nothing."""
+OFF_ARGUMENTS: list[str] = []
+"""The trailing ARGV of a limiter without a policy: none. The last ARGV is then the request's
+deadline, never "1", so lua/adaptive.lua reads nothing (and Redis copies one argument less)."""
 
 
 def _fraction(name: str, value: object) -> float:
@@ -94,14 +96,14 @@ class AdaptivePolicy:
 HEALTH_TTL = 86400
 """Seconds a health report is kept: long after it is stale it is useless."""
 _HEALTH_FIELDS = ("cpu", "answer_rate", "at")
+_CAP_FIELDS = ("cap", "cap_until")
+WRITE_SCRIPT = "adaptive_write.lua"
 
 
-def cap_key(base: str) -> str:
-    return f"{base}:cap"
-
-
-def health_key(base: str) -> str:
-    return f"{base}:health"
+def adaptive_key(base: str) -> str:
+    """The hash of the cap and the health report: one key, so that a decision reads both at
+    once."""
+    return f"{base}:adaptive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +114,13 @@ class HealthReport:
     """Seconds since the report was written, on the Redis clock."""
 
 
-def health_fields(cpu: float, answer_rate: float | None) -> dict[str, str]:
-    """The report's fields, checked; the time is stamped when it is written."""
-    fields: dict[str, str] = {"cpu": repr(float(_percent("cpu", cpu)))}
-    if answer_rate is not None:
-        fields["answer_rate"] = repr(float(_fraction("answer_rate", answer_rate)))
-    return fields
+def health_fields(cpu: float, answer_rate: float | None) -> tuple[str, str]:
+    """The report's fields as the write script takes them, checked ("" for no answer rate);
+    the time is stamped when it is written."""
+    return (
+        repr(float(_percent("cpu", cpu))),
+        "" if answer_rate is None else repr(float(_fraction("answer_rate", answer_rate))),
+    )
 
 
 def cap_arguments(limit: int, ttl: float) -> tuple[str, int]:
@@ -126,19 +129,28 @@ def cap_arguments(limit: int, ttl: float) -> tuple[str, int]:
     return str(limit), math.ceil(positive_number("ttl", ttl) * 1000)
 
 
-def _seconds(server_time: Any) -> float:
+def _milliseconds(server_time: Any) -> float:
     seconds, micros = server_time
-    return float(seconds) + float(micros) / 1e6
+    return float(seconds) * 1000 + float(micros) / 1000
 
 
-def _health_pipeline(client: Any, base: str, fields: dict[str, str], server_time: Any) -> Any:
-    """The commands that replace the report, stamped with the Redis clock."""
-    key = health_key(base)
-    pipe = client.pipeline(transaction=False)
-    pipe.delete(key)
-    pipe.hset(key, mapping={**fields, "at": repr(_seconds(server_time))})
-    pipe.expire(key, HEALTH_TTL)
-    return pipe
+def _write(client: Any, base: str, *arguments: str | int) -> Any:
+    # EVAL, not EVALSHA: an operator's rare write need not manage the script cache.
+    return client.eval(lua_source(WRITE_SCRIPT), 1, adaptive_key(base), *arguments)
+
+
+def set_cap(client: Any, base: str, value: str, milliseconds: int) -> Any:
+    """Replace the base limit with ``value`` for ``milliseconds`` (see `cap_arguments`)."""
+    return _write(client, base, "cap", value, milliseconds)
+
+
+def clear_cap(client: Any, base: str) -> Any:
+    return _write(client, base, "clear_cap")
+
+
+def write_health(client: Any, base: str, fields: tuple[str, str]) -> Any:
+    """Replace the report with ``fields`` (see `health_fields`), stamped with the Redis clock."""
+    return _write(client, base, "health", *fields, HEALTH_TTL * 1000)
 
 
 def _health(values: Any, server_time: Any) -> HealthReport:
@@ -146,55 +158,32 @@ def _health(values: Any, server_time: Any) -> HealthReport:
     return HealthReport(
         cpu=None if cpu is None else float(cpu),
         answer_rate=None if answer_rate is None else float(answer_rate),
-        age=None if at is None else max(_seconds(server_time) - float(at), 0.0),
+        age=None if at is None else max(_milliseconds(server_time) / 1000 - float(at), 0.0),
     )
 
 
-def _cap_pipeline(client: Any, base: str) -> Any:
-    pipe = client.pipeline(transaction=False)
-    pipe.get(cap_key(base))
-    pipe.pttl(cap_key(base))
-    return pipe
-
-
-def _cap(values: Any) -> tuple[int | None, float | None]:
-    value, pttl = values
-    if value is None:
+def _cap(values: Any, server_time: Any) -> tuple[int | None, float | None]:
+    value, until = values
+    if value is None or until is None:
         return None, None
-    return int(value), (pttl / 1000 if pttl and pttl > 0 else None)
-
-
-def set_cap(client: Any, base: str, value: str, milliseconds: int) -> Any:
-    """Replace the base limit with ``value`` for ``milliseconds`` (see `cap_arguments`)."""
-    return client.set(cap_key(base), value, px=milliseconds)
-
-
-def clear_cap(client: Any, base: str) -> Any:
-    return client.delete(cap_key(base))
-
-
-def write_health(client: Any, base: str, fields: dict[str, str]) -> None:
-    _health_pipeline(client, base, fields, client.time()).execute()
-
-
-async def write_health_async(client: Any, base: str, fields: dict[str, str]) -> None:
-    await _health_pipeline(client, base, fields, await client.time()).execute()
+    left = (float(until) - _milliseconds(server_time)) / 1000
+    return (int(value), left) if left > 0 else (None, None)
 
 
 def read_health(client: Any, base: str) -> HealthReport:
-    values = client.hmget(health_key(base), _HEALTH_FIELDS)
+    values = client.hmget(adaptive_key(base), _HEALTH_FIELDS)
     return _health(values, client.time())
 
 
 async def read_health_async(client: Any, base: str) -> HealthReport:
-    values = await client.hmget(health_key(base), _HEALTH_FIELDS)
+    values = await client.hmget(adaptive_key(base), _HEALTH_FIELDS)
     return _health(values, await client.time())
 
 
 def read_cap(client: Any, base: str) -> tuple[int | None, float | None]:
     """The cap in force and the seconds it has left, or (None, None)."""
-    return _cap(_cap_pipeline(client, base).execute())
+    return _cap(client.hmget(adaptive_key(base), _CAP_FIELDS), client.time())
 
 
 async def read_cap_async(client: Any, base: str) -> tuple[int | None, float | None]:
-    return _cap(await _cap_pipeline(client, base).execute())
+    return _cap(await client.hmget(adaptive_key(base), _CAP_FIELDS), await client.time())

@@ -17,7 +17,7 @@ from ._adaptive import (
     read_cap_async,
     read_health_async,
     set_cap,
-    write_health_async,
+    write_health,
 )
 from ._connect import async_client, is_memory
 from ._core import Request, split_options
@@ -102,7 +102,7 @@ class AsyncLimiter(AsyncRules):
     ) -> None:
         """As `Limiter.report_health`."""
         fields, base = health_fields(cpu, answer_rate), self.key_base(scope)
-        await self.run(lambda client: write_health_async(client, base, fields))
+        await self.run(lambda client: write_health(client, base, fields))
 
     async def health(self, scope: str | None = None) -> HealthReport:
         base = self.key_base(scope)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, cap_key, health_key
+from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, adaptive_key
 from ._backend import Backend
 from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
 from ._connect import is_cluster
@@ -204,7 +204,7 @@ class LimiterCore:
         base = self.key_base(scope)
         keys = self._strategy.keys(base)
         if self._adaptive is not None:
-            keys += [cap_key(base), health_key(base)]
+            keys.append(adaptive_key(base))
         head = (
             self._sha,
             len(keys),

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._adaptive import cap_key, health_key
+from ._adaptive import adaptive_key
 from ._core import REQUEST_LIFETIME_MS, LimiterCore
 from ._errors import BackendUnavailable
 from ._rules import (
@@ -61,7 +61,7 @@ class RulesCore(LimiterCore):
         adaptive: tuple[list[str], list[str]] = ([], [])
         if self._adaptive is not None and isinstance(rules, Sequence) and rules:
             base = self.rules_base(getattr(rules[0], "scope", None))
-            adaptive = ([cap_key(base), health_key(base)], list(self._adaptive_arguments))
+            adaptive = ([adaptive_key(base)], list(self._adaptive_arguments))
         return build(rules, permits, partial, leases, self.rules_base, adaptive, self._strategy)
 
     def _rules_decided(self, request: RulesRequest, reply: Any) -> tuple[RulesDecision, float]:

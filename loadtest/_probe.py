@@ -1,9 +1,9 @@
 """Measurements that need a process of their own, run by `loadtest.bench` as children.
 
 - ``tracing``: a tracer provider can be set once per process, so each provider lives in a
-  process of its own; it answers ``run SECONDS on|off`` lines on stdin with one JSON line, the
-  rate with the limiter's telemetry in place or taken out, so that the parent can alternate the
-  two in the same process round by round.
+  process of its own; it answers ``run SECONDS on|off|floor`` lines on stdin with one JSON line,
+  the rate with the limiter's telemetry in place, taken out, or replaced by a bare span (the
+  SDK's floor), so that the parent can alternate them in the same process round by round.
 - ``dialer``: a dialer against the worker stub; answers ``run SIZE`` with the seconds one
   batch of SIZE tasks took.
 - ``import``: the seconds ``import MODULE[,MODULE...]`` takes in a fresh interpreter.
@@ -80,6 +80,32 @@ class _NullObservation:
         return None
 
 
+class _BareSpan(_NullObservation):
+    """The SDK's floor: one span started and ended per decision, with no attributes and not
+    made current. No code that makes a span per decision can cost less."""
+
+    __slots__ = ("_span",)
+    tracer: Any = None
+    """Set once the process's tracer provider is."""
+
+    def __enter__(self) -> _BareSpan:
+        self._span = self.tracer.start_span("floor")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._span.end()
+
+
+OBSERVATIONS: dict[str, Any] = {"off": _NullObservation, "floor": _BareSpan}
+"""The stand-ins for the limiter's telemetry hook, by the state a ``run`` line names; ``on``
+is the hook itself."""
+
+
 def _configure_tracing(provider: str) -> None:
     """Install the OpenTelemetry SDK (``batch``, ``sampled``) or leave the API alone (``none``)."""
     if provider == "none":
@@ -104,6 +130,9 @@ def _configure_tracing(provider: str) -> None:
 def tracing(url: str, provider: str, prefix: str) -> None:
     channel = _quiet_stdout()
     _configure_tracing(provider)
+    from opentelemetry import trace
+
+    _BareSpan.tracer = trace.get_tracer("floor")
     import cps_limiter._limiter
     from cps_limiter import FixedWindow, Limiter
     from cps_limiter._telemetry import Observation
@@ -116,7 +145,7 @@ def tracing(url: str, provider: str, prefix: str) -> None:
         if command != "run":
             break
         # "off" is a limiter without any telemetry code: the baseline for what it costs.
-        observation = Observation if args[1] == "on" else _NullObservation
+        observation = OBSERVATIONS.get(args[1], Observation)
         # The limiter looks its telemetry hook up in its module on each decision.
         setattr(cps_limiter._limiter, "Observation", observation)  # noqa: B010
         _answer(channel, {"rate": timed_rate(limiter.acquire, float(args[0]))})

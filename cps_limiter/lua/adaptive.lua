@@ -1,32 +1,37 @@
 -- Adaptive limit: the limit in force, from the strategy's base limit, the operator's cap and the
 -- health report of the dialing host. The limiter puts this prelude before each strategy's
--- script (Lua has no include), so the limit in force costs no extra round trip.
+-- script (Lua has no include), so the limit in force costs no extra round trip, and one read:
+-- the cap and the report share a hash (adaptive_write.lua writes it).
 --
--- ARGV[#ARGV]      "1": adaptive; anything else: the base limit as it is, and the keys and
+-- ARGV[#ARGV]      "1": adaptive; anything else: the base limit as it is, and the key and
 --                  arguments below are not sent
--- KEYS[#KEYS - 1]  the operator's cap: an integer that replaces the base limit while the key
---                  lives (it carries its own expiry)
--- KEYS[#KEYS]      the health report: a hash {cpu = percent, answer_rate = 0..1, at = unix
---                  seconds on the Redis clock}
+-- KEYS[#KEYS]      the hash: cap (an integer that replaces the base limit) until cap_until
+--                  (unix milliseconds on the Redis clock); cpu (percent), answer_rate (0..1)
+--                  and at (unix seconds on the Redis clock): the health report
 -- ARGV[#ARGV - 7]  high CPU (percent) and ARGV[#ARGV - 6] the factor above it (0.5)
 -- ARGV[#ARGV - 5]  critical CPU (percent) and ARGV[#ARGV - 4] the factor above it (0.25)
 -- ARGV[#ARGV - 3]  answer-rate floor (0..1) and ARGV[#ARGV - 2] the factor below it
 -- ARGV[#ARGV - 1]  seconds after which a health report is stale and ignored
--- Defines         adaptive_factor(now_seconds) -> (factor for the base limit, cap or nil)
+-- Defines         adaptive_factor(time) -> (factor for the base limit, cap or nil), time being
+--                 TIME's reply
 --                 past_deadline(time, deadline) -> an error reply when TIME is past the
 --                 caller's deadline, else nil: a request that waited on a stalled server while
 --                 its caller gave up must not take capacity when the server resumes
 
-local function adaptive_factor(now)
+local function adaptive_factor(time)
   local n = #ARGV
   if ARGV[n] ~= "1" then
     return 1, nil
   end
-  local cap = tonumber(redis.call("GET", KEYS[#KEYS - 1]) or "")
-  local health = redis.call("HMGET", KEYS[#KEYS], "cpu", "answer_rate", "at")
-  local cpu, answer_rate, at = tonumber(health[1]), tonumber(health[2]), tonumber(health[3])
+  local state = redis.call("HMGET", KEYS[#KEYS], "cap", "cap_until", "cpu", "answer_rate", "at")
+  local cap, cap_until = tonumber(state[1]), tonumber(state[2])
+  local cpu, answer_rate, at = tonumber(state[3]), tonumber(state[4]), tonumber(state[5])
+  local seconds, micros = tonumber(time[1]), tonumber(time[2])
+  if cap_until == nil or cap_until <= seconds * 1000 + micros / 1000 then
+    cap = nil
+  end
   local factor = 1
-  if at ~= nil and now - at <= tonumber(ARGV[n - 1]) then
+  if at ~= nil and seconds + micros / 1000000 - at <= tonumber(ARGV[n - 1]) then
     if cpu ~= nil and cpu > tonumber(ARGV[n - 5]) then
       factor = tonumber(ARGV[n - 4])
     elseif cpu ~= nil and cpu > tonumber(ARGV[n - 7]) then

@@ -18,7 +18,7 @@
 --          A grant in the current window, the common case, answers {granted, limit, remaining,
 --          reset_after} instead, reset_after in integer microseconds: no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
--- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
+-- more and the last KEY) belong to it, and `limit` below is the limit in force.
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local permits = tonumber(ARGV[3])
@@ -37,7 +37,7 @@ end
 local sec = tonumber(time[1])
 local start = sec - (sec % window)
 local elapsed = (sec - start) + tonumber(time[2]) / 1000000
-local factor, cap = adaptive_factor(sec)
+local factor, cap = adaptive_factor(time)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 
 local function counter(k)

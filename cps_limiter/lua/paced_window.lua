@@ -27,7 +27,7 @@
 -- force (the spacing alone keeps a window to `limit`; the counters also hold when the limit in
 -- force drops mid-window).
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
--- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
+-- more and the last KEY) belong to it, and `limit` below is the limit in force.
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local headroom = tonumber(ARGV[3])
@@ -49,7 +49,7 @@ if late then
 end
 local sec = tonumber(time[1])
 local now = (sec - EPOCH) * US + tonumber(time[2])
-local factor, cap = adaptive_factor(sec)
+local factor, cap = adaptive_factor(time)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 local window_us = window * US
 local spacing = math.ceil(window_us * (1 + headroom) / limit)

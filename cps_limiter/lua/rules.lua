@@ -88,7 +88,7 @@ for i = 1, n do
   end
   rules[i] = rule
 end
-local factor, cap = adaptive_factor(sec)
+local factor, cap = adaptive_factor(time)
 if rules[1].kind == "token" then
   -- As token_bucket.lua: a cap replaces the rate, and the health factor scales rate and burst.
   local first = rules[1]

@@ -19,7 +19,7 @@
 --          A grant that needs no wait, the common case, answers {granted, limit, remaining,
 --          reset_after} instead, reset_after in integer microseconds: no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
--- more and the last two KEYS) belong to it, and `limit` below is the limit in force.
+-- more and the last KEY) belong to it, and `limit` below is the limit in force.
 --
 -- Why it is exact: a grant at time x is made only if the entries scored after x - window, the
 -- future ones included, plus the new ones are at most `limit`. Take any interval of length
@@ -43,7 +43,7 @@ if late then
   return late
 end
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local factor, cap = adaptive_factor(tonumber(time[1]))
+local factor, cap = adaptive_factor(time)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 
 

@@ -19,7 +19,7 @@
 --          common case, answers {granted, limit, remaining, reset_after} instead, reset_after in
 --          integer microseconds (rounded up): no strings to format.
 -- The limiter runs adaptive.lua before this script: the last ARGV (and, when adaptive, seven
--- more and the last two KEYS) belong to it; a cap replaces `rate`, and the health factor scales
+-- more and the last KEY) belong to it; a cap replaces `rate`, and the health factor scales
 -- rate and burst alike.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -42,7 +42,7 @@ if late then
   return late
 end
 local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
-local factor, cap = adaptive_factor(tonumber(time[1]))
+local factor, cap = adaptive_factor(time)
 if cap ~= nil or factor ~= 1 then
   local base_rate = rate
   rate = (cap or rate) * factor

@@ -22,6 +22,9 @@ TRACING_VARIANTS = {
     "sampled": f"OpenTelemetry SDK, {SAMPLED_RATIO:.0%} sampled, BatchSpanProcessor",
 }
 """The tracer providers of `loadtest._probe`, each against no telemetry code at all."""
+FLOOR = "a bare span per decision (the SDK's floor)"
+"""What any code that makes one span per decision costs at least: a span started and ended,
+with no attributes and not made current."""
 
 
 def tracing(session: Session) -> None:
@@ -46,7 +49,11 @@ def tracing(session: Session) -> None:
                 f"Tracing cost: {label}, against no telemetry code in the same process",
                 "ops/s",
                 "telemetry taken out",
-                [Contender("telemetry taken out", sample("off")), Contender(label, sample("on"))],
+                [
+                    Contender("telemetry taken out", sample("off")),
+                    Contender(label, sample("on")),
+                    Contender(FLOOR, sample("floor")),
+                ],
                 session.rounds,
             )
         )

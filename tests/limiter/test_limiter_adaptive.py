@@ -55,7 +55,7 @@ def test_without_a_report_the_base_limit_holds(limiter: Limiter) -> None:
 
 def test_a_stale_report_is_ignored(limiter: Limiter) -> None:
     limiter.report_health(cpu=95.0, answer_rate=0.05)
-    key = f"{limiter.key_base()}:health"
+    key = f"{limiter.key_base()}:adaptive"
     seconds, _ = limiter.client.time()
     limiter.client.hset(key, "at", str(float(seconds) - 31))  # older than max_age (30 s)
     assert limiter.peek().limit == 100
@@ -64,7 +64,7 @@ def test_a_stale_report_is_ignored(limiter: Limiter) -> None:
 def test_a_report_just_inside_max_age_still_counts(limiter: Limiter) -> None:
     limiter.report_health(cpu=95.0)
     seconds, _ = limiter.client.time()
-    limiter.client.hset(f"{limiter.key_base()}:health", "at", str(float(seconds) - 25))
+    limiter.client.hset(f"{limiter.key_base()}:adaptive", "at", str(float(seconds) - 25))
     assert limiter.peek().limit == 25
 
 
@@ -121,7 +121,7 @@ def test_the_health_report_is_stamped_with_the_redis_clock(
 ) -> None:
     limiter = Limiter.from_url(redis_url, FixedWindow(10), prefix=prefix)
     limiter.report_health(cpu=42.0, answer_rate=0.75)
-    stored = raw_redis.hgetall(f"{prefix}:health")
+    stored = raw_redis.hgetall(f"{prefix}:adaptive")
     seconds, _ = raw_redis.time()
     assert float(stored["cpu"]) == 42.0
     assert float(stored["answer_rate"]) == 0.75
@@ -195,3 +195,31 @@ async def test_the_async_limiter_sets_reads_and_clears_the_cap(
     assert (await async_limiter.peek()).limit == 40
     await async_limiter.clear_cap()
     assert await async_limiter.cap() == (None, None)
+
+
+def test_a_health_report_leaves_the_cap_and_its_life_alone(limiter: Limiter) -> None:
+    limiter.set_cap(40, ttl=3 * 86400)
+    limiter.report_health(cpu=85.0)
+    cap, left = limiter.cap()
+    assert cap == 40
+    assert left is not None
+    assert left > 2 * 86400
+    assert limiter.peek().limit == 20
+
+
+def test_a_short_cap_leaves_the_health_report_alone(limiter: Limiter) -> None:
+    limiter.report_health(cpu=85.0)
+    limiter.set_cap(40, ttl=0.05)
+    set_at = time.monotonic()
+    while limiter.cap()[0] is not None and time.monotonic() < set_at + 2.0:
+        time.sleep(0.01)  # polling for the cap's end on the Redis clock, bounded
+    assert limiter.cap() == (None, None)
+    assert limiter.health().cpu == 85.0
+    assert limiter.peek().limit == 50
+
+
+def test_a_report_without_an_answer_rate_drops_the_previous_one(limiter: Limiter) -> None:
+    limiter.report_health(cpu=50.0, answer_rate=0.1)
+    limiter.report_health(cpu=50.0)
+    assert limiter.health().answer_rate is None
+    assert limiter.peek().limit == 100
