@@ -13,7 +13,7 @@ import loadtest.bench
 from loadtest.reports import RESULTS, write_report
 from loadtest.servers import RedisServer
 
-from . import _limiters, _processes, _report, _rules, _scale, _targets
+from . import _anatomy, _limiters, _processes, _report, _rules, _scale, _targets
 from ._measure import Session
 
 DEFAULT_ROUNDS = 60
@@ -27,6 +27,7 @@ tenth of a second per sample (the dialer's batches)."""
 SECTIONS: dict[str, Callable[[Session], None]] = {
     "single": _limiters.single_permit,
     "cpu": _scale.server_cpu,
+    "anatomy": _anatomy.anatomy,
     "saturation": _scale.saturation,
     "batch": _limiters.batch_of_ten,
     "async": _limiters.concurrency,

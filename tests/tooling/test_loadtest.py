@@ -4,6 +4,7 @@ load test and the benchmark both print."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import redis
 
 from cps_limiter import FixedWindow, Limiter
+from loadtest.bench._anatomy import anatomy
+from loadtest.bench._measure import Session
 from loadtest.bench._server import Recorder
 from loadtest.reports import Verdict, verdict_table
 from loadtest.run import burst_limit, checks_for, scenario_result, utilisation
@@ -239,3 +242,17 @@ def test_the_bench_finds_a_positive_redis_time_per_decision_sent_as_one_evalsha(
     assert taken.sent == {"evalsha"}
     assert taken.commands["evalsha"][0] == 1.0
     assert taken.commandstats_us > 0
+
+
+def test_the_bench_times_each_step_of_a_script_against_limits_script_on_its_server() -> None:
+    server = RedisServer().start()
+    try:
+        with contextlib.ExitStack() as stack:
+            session = Session(server.url, 1, 0.01, 1, stack)
+            anatomy(session)
+    finally:
+        server.cleanup()
+    steps = session.comparisons["anatomy"]
+    assert len(steps.contenders) == 6
+    assert all(steps.median(c.name) > 0 for c in steps.contenders)
+    assert steps.ratio(steps.baseline) == 1.0
