@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, adaptive_key
 from ._backend import Backend
@@ -58,8 +58,11 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return mine, client
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One request, made on every decision, a cached denial's included: a named tuple, since a
+    frozen dataclass sets each field through ``object.__setattr__`` and costs several times
+    as much to build."""
+
     base: str
     head: tuple[str | int, ...]
     tail: tuple[str, ...]
