@@ -24,14 +24,19 @@ local function adaptive_factor(time)
     return 1, nil
   end
   local state = redis.call("HMGET", KEYS[#KEYS], "cap", "cap_until", "cpu", "answer_rate", "at")
-  local cap, cap_until = tonumber(state[1]), tonumber(state[2])
-  local cpu, answer_rate, at = tonumber(state[3]), tonumber(state[4]), tonumber(state[5])
-  local seconds, micros = tonumber(time[1]), tonumber(time[2])
-  if cap_until == nil or cap_until <= seconds * 1000 + micros / 1000 then
+  local cap, cap_until, at = state[1], tonumber(state[2]), tonumber(state[5])
+  if cap_until == nil and at == nil then
+    return 1, nil
+  end
+  local now_ms = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+  if cap_until == nil or cap_until <= now_ms then
     cap = nil
+  else
+    cap = tonumber(cap)
   end
   local factor = 1
-  if at ~= nil and seconds + micros / 1000000 - at <= tonumber(ARGV[n - 1]) then
+  if at ~= nil and now_ms / 1000 - at <= tonumber(ARGV[n - 1]) then
+    local cpu, answer_rate = tonumber(state[3]), tonumber(state[4])
     if cpu ~= nil and cpu > tonumber(ARGV[n - 5]) then
       factor = tonumber(ARGV[n - 4])
     elseif cpu ~= nil and cpu > tonumber(ARGV[n - 7]) then
