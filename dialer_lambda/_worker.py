@@ -10,6 +10,7 @@ worse than a call missed.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +69,16 @@ def _reason(error: BaseException) -> str:
     return text[:MAX_REASON_LENGTH]
 
 
+def _verify(url: str) -> ssl.SSLContext | bool:
+    """TLS verification for a worker at ``url``. Over https, httpx's default: the CA bundle,
+    whose loading is most of what building the client costs at a container's start. Over plain
+    http no TLS is ever used, so the bundle is not loaded: the context given trusts no
+    certificate, and a TLS connection the client somehow made would fail, not go unverified."""
+    if httpx.URL(url).scheme == "https":
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class WorkerClient:
     """One pooled HTTP client for the container's life; thread-safe (httpx.Client is)."""
 
@@ -83,6 +94,7 @@ class WorkerClient:
             ),
             # A redirect would resend the dial elsewhere: never follow one.
             follow_redirects=False,
+            verify=_verify(self._url),
         )
 
     def dial(

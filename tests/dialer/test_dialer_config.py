@@ -3,13 +3,16 @@ with a message naming the variable."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from cps_limiter import ConfigurationError, FixedWindow, SlidingWindow, TokenBucket
 from dialer_lambda import Settings, strategy_for
+from dialer_lambda._worker import WorkerClient
 
 
 def test_the_defaults_are_the_seeds() -> None:
@@ -129,3 +132,21 @@ def test_cps_strategy_chooses_the_limiters_strategy_at_max_cps(strategy: str, ki
         assert (chosen.rate, chosen.burst) == (7, 1)  # paced evenly, never a burst
     else:
         assert chosen.capacity == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "bundles_loaded"), [("http://worker:3000", 0), ("https://worker:3000", 1)]
+)
+def test_only_a_worker_over_https_loads_the_ca_bundle_at_start(
+    monkeypatch: pytest.MonkeyPatch, url: str, bundles_loaded: int
+) -> None:
+    loaded: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counted(context: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loaded.append(args or kwargs)
+        original(context, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    WorkerClient(url, timeout=1.0, max_connections=1).close()
+    assert len(loaded) == bundles_loaded
