@@ -92,12 +92,7 @@ class _BareSpan(_NullObservation):
         self._span = self.tracer.start_span("floor")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._span.end()
 
 
