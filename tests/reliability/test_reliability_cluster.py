@@ -19,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster, key_slot
 
 from cps_limiter import (
+    AdaptivePolicy,
     AsyncLimiter,
     Concurrency,
     Decision,
@@ -133,6 +134,22 @@ def test_the_paced_windows_counters_and_pacer_share_the_slot_of_its_hash_tag(
     assert f"{{{prefix}}}:pace" in keys
     assert all(key.removeprefix(f"{{{prefix}}}:").isdigit() for key in counters)
     assert sum(counts) == 30
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
+
+
+def test_the_cap_and_health_report_on_the_cluster_share_the_limits_slot_and_set_its_limit(
+    cluster: LocalCluster, prefix: str
+) -> None:
+    with Limiter.from_url(
+        cluster.url, FixedWindow(100), prefix=prefix, adaptive=AdaptivePolicy()
+    ) as limiter:
+        limiter.set_cap(40, ttl=600)
+        limiter.report_health(cpu=85.0)
+        assert limiter.acquire(permits=1000, partial=True).granted == 20
+        assert limiter.cap()[0] == 40
+    found = keys_by_node(cluster, f"{{{prefix}}}*")
+    (keys,) = found.values()  # the counter and the adaptive hash, on one master
+    assert f"{{{prefix}}}:adaptive" in keys
     assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
 
 
