@@ -30,14 +30,14 @@ local mode = ARGV[6]
 local MAX_WINDOWS_AHEAD = 64
 
 local time = redis.call("TIME")
-local late = past_deadline(time, ARGV[7])
+local sec, micros = tonumber(time[1]), tonumber(time[2])
+local late = past_deadline(sec, micros, ARGV[7])
 if late then
   return late
 end
-local sec = tonumber(time[1])
 local start = sec - (sec % window)
-local elapsed = (sec - start) + tonumber(time[2]) / 1000000
-local factor, cap = adaptive_factor(time)
+local elapsed = (sec - start) + micros / 1000000
+local factor, cap = adaptive_factor(sec, micros)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 
 local function counter(k)
@@ -69,7 +69,7 @@ end
 if type(counted) == "number" then
   local key = counter(0)
   local used = counted
-  local reset_us = (start + window - sec) * 1000000 - tonumber(time[2])
+  local reset_us = (start + window - sec) * 1000000 - micros
   if used <= limit then
     if used == want then
       -- A new counter: it outlives its window by one window, so it expires within two.

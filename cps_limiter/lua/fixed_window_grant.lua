@@ -15,11 +15,11 @@ if ARGV[6] == "acquire" and ARGV[#ARGV] ~= "1" then
   local want = tonumber(ARGV[3])
   if want > 0 and want <= limit then
     local clock = redis.call("TIME")
-    local too_late = past_deadline(clock, ARGV[7])
+    local now_sec, micros = tonumber(clock[1]), tonumber(clock[2])
+    local too_late = past_deadline(now_sec, micros, ARGV[7])
     if too_late then
       return too_late
     end
-    local now_sec = tonumber(clock[1])
     local span = tonumber(ARGV[2])
     local from = now_sec - (now_sec % span)
     local name = KEYS[1] .. ":" .. from
@@ -28,7 +28,6 @@ if ARGV[6] == "acquire" and ARGV[#ARGV] ~= "1" then
     local count = redis.pcall("INCRBY", name, want)
     if type(count) == "number" then
       if count <= limit then
-        local micros = tonumber(clock[2])
         if count == want then
           -- A new counter: it outlives its window by one window, so it expires within two.
           local into = (now_sec - from) + micros / 1000000

@@ -43,13 +43,13 @@ local EPOCH = 1767225600
 local US = 1000000
 
 local time = redis.call("TIME")
-local late = past_deadline(time, ARGV[8])
+local sec, micros = tonumber(time[1]), tonumber(time[2])
+local late = past_deadline(sec, micros, ARGV[8])
 if late then
   return late
 end
-local sec = tonumber(time[1])
-local now = (sec - EPOCH) * US + tonumber(time[2])
-local factor, cap = adaptive_factor(time)
+local now = (sec - EPOCH) * US + micros
+local factor, cap = adaptive_factor(sec, micros)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 local window_us = window * US
 local spacing = math.ceil(window_us * (1 + headroom) / limit)

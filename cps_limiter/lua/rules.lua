@@ -42,13 +42,13 @@ local US = 1000000
 local MAX_WINDOWS_AHEAD = 64
 
 local time = redis.call("TIME")
-local late = past_deadline(time, ARGV[5])
+local sec, micros = tonumber(time[1]), tonumber(time[2])
+local late = past_deadline(sec, micros, ARGV[5])
 if late then
   return late
 end
-local sec = tonumber(time[1])
-local now = (sec - EPOCH) * US + tonumber(time[2])
-local now_ms = sec * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = (sec - EPOCH) * US + micros
+local now_ms = sec * 1000 + math.floor(micros / 1000)
 
 local n = tonumber(ARGV[1])
 local permits = tonumber(ARGV[2])
@@ -88,7 +88,7 @@ for i = 1, n do
   end
   rules[i] = rule
 end
-local factor, cap = adaptive_factor(time)
+local factor, cap = adaptive_factor(sec, micros)
 if rules[1].kind == "token" then
   -- As token_bucket.lua: a cap replaces the rate, and the health factor scales rate and burst.
   local first = rules[1]
@@ -102,7 +102,7 @@ elseif rules[1].kind ~= "concurrency" then
 end
 -- A token rule's state: its TAT as token_bucket.lua keeps it, in seconds since EPOCH.
 local EPSILON = 1e-6
-local now_s = (sec - EPOCH) + tonumber(time[2]) / US
+local now_s = (sec - EPOCH) + micros / US
 -- A sliding rule's log is scored in unix microseconds, as sliding_window.lua scores it.
 local UNIX = EPOCH * US
 local function digits(us)

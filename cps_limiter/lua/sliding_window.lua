@@ -38,12 +38,13 @@ if mode == "reset" then
 end
 
 local time = redis.call("TIME")
-local late = past_deadline(time, ARGV[7])
+local sec, micros = tonumber(time[1]), tonumber(time[2])
+local late = past_deadline(sec, micros, ARGV[7])
 if late then
   return late
 end
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local factor, cap = adaptive_factor(time)
+local now = sec * 1000000 + micros
+local factor, cap = adaptive_factor(sec, micros)
 limit = math.max(math.floor((cap or limit) * factor), 1)
 
 

@@ -18,11 +18,12 @@ if ARGV[6] == "acquire" and ARGV[#ARGV] ~= "1" then
   -- Up to one ZADD's worth (sliding_window.lua's chunk): Lua's unpack is bounded by its C stack.
   if want > 0 and want <= limit and want <= 500 then
     local clock = redis.call("TIME")
-    local too_late = past_deadline(clock, ARGV[7])
+    local now_sec, micros = tonumber(clock[1]), tonumber(clock[2])
+    local too_late = past_deadline(now_sec, micros, ARGV[7])
     if too_late then
       return too_late
     end
-    local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    local now = now_sec * 1000000 + micros
     local window = math.floor(tonumber(ARGV[2]) * 1000000 + 0.5)
     redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", string.format("%.0f", now - window))
     local count = redis.call("ZCARD", KEYS[1])

@@ -37,12 +37,13 @@ end
 -- Counting from a recent epoch keeps sub-microsecond precision in a double.
 local EPOCH = 1767225600
 local time = redis.call("TIME")
-local late = past_deadline(time, ARGV[8])
+local sec, micros = tonumber(time[1]), tonumber(time[2])
+local late = past_deadline(sec, micros, ARGV[8])
 if late then
   return late
 end
-local now = (tonumber(time[1]) - EPOCH) + tonumber(time[2]) / 1000000
-local factor, cap = adaptive_factor(time)
+local now = (sec - EPOCH) + micros / 1000000
+local factor, cap = adaptive_factor(sec, micros)
 if cap ~= nil or factor ~= 1 then
   local base_rate = rate
   rate = (cap or rate) * factor

@@ -15,12 +15,13 @@ if ARGV[7] == "acquire" and ARGV[#ARGV] ~= "1" then
   local full = tonumber(ARGV[2])
   if want > 0 and want <= full then
     local clock = redis.call("TIME")
-    local too_late = past_deadline(clock, ARGV[8])
+    local now_sec, micros = tonumber(clock[1]), tonumber(clock[2])
+    local too_late = past_deadline(now_sec, micros, ARGV[8])
     if too_late then
       return too_late
     end
     local per_second = tonumber(ARGV[1])
-    local now = (tonumber(clock[1]) - 1767225600) + tonumber(clock[2]) / 1000000
+    local now = (now_sec - 1767225600) + micros / 1000000
     local step = tonumber(ARGV[3]) / per_second
     local offset = step * full
     local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or "0"), now)
