@@ -26,7 +26,7 @@ from ._errors import BackendUnavailable, ConfigurationError
 from ._multi import SyncRules
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
-from ._telemetry import Observation
+from ._telemetry import observed
 from ._wire import direct_pool, evalsha
 
 T = TypeVar("T")
@@ -75,11 +75,13 @@ class Limiter(SyncRules):
         """Take ``permits`` (all or none; as many as are free with ``partial=True``), waiting
         up to ``max_wait`` seconds for them."""
         request = self._request(scope, permits, partial, max_wait, ACQUIRE)
-        with Observation(self._strategy.name, permits) as seen:
-            seen.decision = decision = self._cached_denial(request) or self._call(request)
+        decision = observed(self._strategy.name, permits, self._decide, request)
         if decision.waited:
             time.sleep(decision.waited)
         return decision
+
+    def _decide(self, request: Request) -> Decision:
+        return self._cached_denial(request) or self._call(request)
 
     def peek(self, scope: str | None = None) -> Decision:
         """The state now, as a decision for one permit that consumes nothing."""

@@ -10,8 +10,10 @@ microsecond on every decision.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextvars import Token
 from types import TracebackType
+from typing import TypeVar
 
 from opentelemetry import context, metrics, trace
 from opentelemetry.context import Context
@@ -109,6 +111,26 @@ class Observation:
             span.end()
         if decision is not None:
             _count(self._strategy, decision)
+
+
+R = TypeVar("R")
+
+
+def observed(strategy: str, permits: int, decide: Callable[[R], Decision], request: R) -> Decision:
+    """``decide(request)``, counted, and the current span while it runs when a tracer provider
+    is set (`Observation`).
+
+    Without a provider it is a call and a count: no object per decision, which the context
+    manager would build. A coroutine cannot pass through a plain function, so `AsyncLimiter`
+    takes `Observation` itself.
+    """
+    if _active_tracer() is None:
+        decision = decide(request)
+        _count(strategy, decision)
+        return decision
+    with Observation(strategy, permits) as seen:
+        seen.decision = decision = decide(request)
+    return decision
 
 
 def _count(strategy: str, decision: Decision) -> None:

@@ -25,7 +25,6 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any, TextIO
 
 PROVIDERS = ("none", "batch", "sampled")
@@ -60,45 +59,32 @@ def _answer(channel: TextIO, payload: dict[str, Any]) -> None:
     channel.flush()
 
 
-class _NullObservation:
-    """What a limiter without any telemetry would do: nothing."""
-
-    __slots__ = ("decision",)
-
-    def __init__(self, strategy: str, permits: int) -> None:
-        self.decision = None
-
-    def __enter__(self) -> _NullObservation:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
+def _untraced(strategy: str, permits: int, decide: Callable[[Any], Any], request: Any) -> Any:
+    """What a limiter without any telemetry would do: decide, nothing more."""
+    return decide(request)
 
 
-class _BareSpan(_NullObservation):
+class _BareSpan:
     """The SDK's floor: one span started and ended per decision, with no attributes and not
     made current. No code that makes a span per decision can cost less."""
 
-    __slots__ = ("_span",)
     tracer: Any = None
     """Set once the process's tracer provider is."""
 
-    def __enter__(self) -> _BareSpan:
-        self._span = self.tracer.start_span("floor")
-        return self
+    @classmethod
+    def observed(
+        cls, strategy: str, permits: int, decide: Callable[[Any], Any], request: Any
+    ) -> Any:
+        span = cls.tracer.start_span("floor")
+        try:
+            return decide(request)
+        finally:
+            span.end()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._span.end()
 
-
-OBSERVATIONS: dict[str, Any] = {"off": _NullObservation, "floor": _BareSpan}
-"""The stand-ins for the limiter's telemetry hook, by the state a ``run`` line names; ``on``
-is the hook itself."""
+HOOKS: dict[str, Any] = {"off": _untraced, "floor": _BareSpan.observed}
+"""The stand-ins for the limiter's telemetry hook (`cps_limiter._telemetry.observed`), by the
+state a ``run`` line names; ``on`` is the hook itself."""
 
 
 def _configure_tracing(provider: str) -> None:
@@ -130,7 +116,7 @@ def tracing(url: str, provider: str, prefix: str) -> None:
     _BareSpan.tracer = trace.get_tracer("floor")
     import cps_limiter._limiter
     from cps_limiter import FixedWindow, Limiter
-    from cps_limiter._telemetry import Observation
+    from cps_limiter._telemetry import observed
 
     limiter = Limiter.from_url(url, FixedWindow(limit=10**9), prefix=prefix)
     timed_rate(limiter.acquire, 0.2)  # warm: connection, script cache, tracer
@@ -140,9 +126,9 @@ def tracing(url: str, provider: str, prefix: str) -> None:
         if command != "run":
             break
         # "off" is a limiter without any telemetry code: the baseline for what it costs.
-        observation = OBSERVATIONS.get(args[1], Observation)
+        hook = HOOKS.get(args[1], observed)
         # The limiter looks its telemetry hook up in its module on each decision.
-        setattr(cps_limiter._limiter, "Observation", observation)  # noqa: B010
+        setattr(cps_limiter._limiter, "observed", hook)  # noqa: B010
         _answer(channel, {"rate": timed_rate(limiter.acquire, float(args[0]))})
     limiter.close()
 
