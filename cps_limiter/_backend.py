@@ -50,6 +50,19 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _refused(error: BaseException) -> bool:
+    """Whether ``error`` comes from a connection Redis's address refused (redis-py raises its
+    own ConnectionError while handling the socket's)."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the chain is short; a cycle or a long one is not this case
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Throttle:
     """Lets one log line through per `LOG_INTERVAL` and counts the ones it holds back; many
     threads fail at once during an outage, and one of them logs."""
@@ -192,6 +205,11 @@ class Backend:
             return False
         if str(error).startswith(_POOL_EXHAUSTED):
             return queued_again
+        if _refused(error):
+            # No connection died while idle: nothing listens there, and a fresh one would be
+            # refused too (on a cluster, after one more rebuild of its slot map, which every
+            # caller of a dead master runs at once).
+            return False
         # A connection that died while idle fails the one call that meets it; a stalled Redis
         # times out every call in flight at once, and retrying them all would only double
         # the wait of a crowd.

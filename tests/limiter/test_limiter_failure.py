@@ -288,3 +288,22 @@ def test_a_sync_call_that_found_every_connection_busy_is_not_sent_again() -> Non
 async def test_an_async_call_that_found_every_connection_busy_queues_once_more() -> None:
     # Its own deadline bounds it, and a cold burst of coroutines gets its connections opened.
     assert await _asent(redis.ConnectionError("No connection available.")) == 2
+
+
+def test_a_refused_connection_is_not_tried_again_within_the_decision(
+    dead_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A retry is for a connection that died while idle; where nothing listens, a fresh
+    # connection is refused too, and on a cluster each refusal rebuilds the slot map.
+    attempts: list[int] = []
+    connect = redis.connection.AbstractConnection.connect
+
+    def counted(connection: Any) -> None:
+        attempts.append(connection.port)
+        connect(connection)
+
+    limiter = Limiter.from_url(dead_url, FixedWindow(10))
+    monkeypatch.setattr(redis.connection.AbstractConnection, "connect", counted)
+    decision = limiter.acquire()
+    assert decision.fail_open
+    assert len(attempts) == 1
