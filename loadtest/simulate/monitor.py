@@ -44,6 +44,9 @@ class Monitor:
             elapsed = time.time() - self.started
             spike_due = self.cpu_spike_at is not None and elapsed >= self.cpu_spike_at
             if spike_due and self.spiked_at is None:
+                if not self.health:
+                    # The health before the spike, however late this thread got to run.
+                    self._try("sample the worker's health", self._sample_health, elapsed)
                 self.spiked_at = elapsed
                 self._try("raise the worker's CPU", self._spike, elapsed)
             self._try("sample the worker's health", self._sample_health, elapsed)
