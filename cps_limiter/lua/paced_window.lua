@@ -22,6 +22,8 @@
 --          remaining is what the current window's counter has left; reset_after is when the
 --          pacer is idle again. retry_after is "inf" when the request can never be granted
 --          within max_wait (all or nothing, and its permits span more than max_wait).
+--          One permit granted for now, the common case, answers {granted, limit, remaining,
+--          reset_after} instead, reset_after in integer microseconds: no strings to format.
 -- Guarantee: consecutive permits are at least spacing = ceil(window * (1 + headroom) / limit)
 -- apart on the Redis clock, none has a moment in the past, and no counter exceeds the limit in
 -- force (the spacing alone keeps a window to `limit`; the counters also hold when the limit in
@@ -80,7 +82,9 @@ if mode == "peek" then
   max_wait = 0
 end
 
-local used = {}
+-- Every decision reads this window's counter and the pacer: one command for both.
+local state = redis.call("MGET", counter(now_start), KEYS[2])
+local used = {[now_start] = tonumber(state[1] or "0")}
 local function used_in(start)
   if used[start] == nil then
     used[start] = tonumber(redis.call("GET", counter(start)) or "0")
@@ -88,10 +92,13 @@ local function used_in(start)
   return used[start]
 end
 
-local free_now = math.max(limit - used_in(now_start), 0)
-local next_free = math.max(tonumber(redis.call("GET", KEYS[2]) or "0"), now)
+local free_now = math.max(limit - used[now_start], 0)
+local next_free = math.max(tonumber(state[2] or "0"), now)
 local function seconds(us)
-  return tostring(math.max(us, 0) / US)
+  if us <= 0 then
+    return "0"
+  end
+  return tostring(us / US)
 end
 
 if want == 0 then
@@ -147,6 +154,11 @@ for start, n in pairs(added) do
 end
 redis.call("SET", KEYS[2], string.format("%d", t), "PX", math.ceil((t - now) / 1000) + window * 1000)
 
+-- One permit for now, the common case: the short reply, integers only (reset_after in
+-- microseconds), as the fixed window's.
+if #slots == 1 and slots[1] == now then
+  return {1, limit, math.max(limit - used_in(now_start), 0), t - now}
+end
 local offsets = {}
 for i = 2, #slots do
   offsets[#offsets + 1] = string.format("%d", slots[i] - slots[1])

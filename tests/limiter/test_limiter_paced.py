@@ -12,13 +12,14 @@ import functools
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 import redis
 
-from cps_limiter import AdaptivePolicy, AsyncLimiter, Decision, Limiter, PacedWindow
+from cps_limiter import AdaptivePolicy, AsyncLimiter, Decision, Limiter, PacedWindow, _core
+from cps_limiter._scripts import GRANT_REPLY_LENGTH
 from tests.conftest import PATIENT, PATIENT_DECISION_TIMEOUT, SyncFacade
 from tests.support.commands import script_calls
 from tests.support.paced import US, next_free
@@ -250,6 +251,40 @@ def test_a_single_permit_right_after_another_is_denied_for_about_one_spacing(
     elapsed = time.monotonic() - started
     assert not decision.allowed
     assert SPACING - elapsed <= decision.retry_after <= SPACING
+
+
+@pytest.mark.parametrize("adaptive", [None, AdaptivePolicy()])
+def test_a_single_permit_for_now_answers_the_short_reply_and_a_wait_the_full_one(
+    make_paced: MakeLimiter, monkeypatch: pytest.MonkeyPatch, adaptive: AdaptivePolicy | None
+) -> None:
+    """The common case formats no strings on the server: the short reply carries the same
+    decision, the pacer idle again one spacing on."""
+    lengths: list[int] = []
+    parse = _core.parse_reply
+
+    def measured(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
+        lengths.append(len(reply))
+        return parse(reply)
+
+    monkeypatch.setattr(_core, "parse_reply", measured)
+    limiter = make_paced(PacedWindow(LIMIT), adaptive=adaptive)
+    started = time.monotonic()
+    now = limiter.acquire()
+    elapsed = time.monotonic() - started
+    later = limiter.acquire(max_wait=1.0)
+
+    assert lengths == [GRANT_REPLY_LENGTH, 7 + 1]
+    assert (now.allowed, now.granted, now.limit, now.schedule, now.waited) == (
+        True,
+        1,
+        LIMIT,
+        (),
+        0.0,
+    )
+    assert now.remaining == LIMIT - 1
+    assert SPACING - elapsed <= now.reset_after <= SPACING
+    assert (later.allowed, later.granted) == (True, 1)
+    assert 0.0 < later.waited <= SPACING
 
 
 def test_a_max_wait_exactly_covering_the_permits_spacing_grants_them(
