@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from cps_limiter import AdaptivePolicy, AsyncLimiter, Decision, Limiter, PacedWindow, _core
-from cps_limiter._scripts import GRANT_REPLY_LENGTH
+from cps_limiter._scripts import GRANT_REPLY_LENGTH, parse_reply
 from tests.conftest import PATIENT, PATIENT_DECISION_TIMEOUT, SyncFacade
 from tests.support.commands import script_calls
 from tests.support.paced import US, next_free
@@ -27,6 +27,8 @@ from tests.support.paced import US, next_free
 LIMIT = 20
 SPACING_US = US // LIMIT
 SPACING = SPACING_US / 1e6
+PACED_REPLY_LENGTH = 8
+"""The full reply's seven fields and the later permits' offsets."""
 
 MakeLimiter = Callable[..., SyncFacade]
 
@@ -257,10 +259,11 @@ def test_a_single_permit_right_after_another_is_denied_for_about_one_spacing(
 def test_a_single_permit_for_now_answers_the_short_reply_and_a_wait_the_full_one(
     make_paced: MakeLimiter, monkeypatch: pytest.MonkeyPatch, adaptive: AdaptivePolicy | None
 ) -> None:
-    """The common case formats no strings on the server: the short reply carries the same
-    decision, the pacer idle again one spacing on."""
+    """The common case formats no strings on the server: a permit for now gets the short
+    reply (its decision whole, the pacer idle again one spacing on); one that must wait gets
+    the full reply, which carries the wait."""
     lengths: list[int] = []
-    parse = _core.parse_reply
+    parse = parse_reply
 
     def measured(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:
         lengths.append(len(reply))
@@ -273,7 +276,7 @@ def test_a_single_permit_for_now_answers_the_short_reply_and_a_wait_the_full_one
     elapsed = time.monotonic() - started
     later = limiter.acquire(max_wait=1.0)
 
-    assert lengths == [GRANT_REPLY_LENGTH, 7 + 1]
+    assert lengths == [GRANT_REPLY_LENGTH, PACED_REPLY_LENGTH]
     assert (now.allowed, now.granted, now.limit, now.schedule, now.waited) == (
         True,
         1,
