@@ -6,11 +6,12 @@ from ._decision import Decision, RateLimitExceeded
 from ._errors import BackendUnavailable, ConfigurationError, LimiterError
 from ._limiter import Limiter
 from ._names import STRATEGY_NAMES, strategy_from_name
-from ._rules import Concurrency, Rule, RulesDecision
+from ._rules import MAX_LEASE_ID_LENGTH, Concurrency, Rule, RulesDecision
 from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
 from ._version import __version__
 
 __all__ = [
+    "MAX_LEASE_ID_LENGTH",
     "STRATEGY_NAMES",
     "AdaptivePolicy",
     "AsyncLimiter",

@@ -1,10 +1,10 @@
 """Campaign limits: ``maxConcurrentCalls`` and ``maxCps``, taken with the trunk's CPS permit in one
-decision, and the leases given back when their dial surely never reached the worker.
+decision, and the leases freed when their dial surely never reached the worker.
 
 A batch's tasks are grouped by campaign (and its limits). A group without limits takes its
 permits as the dialer always has, with one ``acquire``; a group with limits takes them with one
 ``acquire_all`` over the trunk's rule, the campaign's CPS rule and its concurrency rule, whose
-lease ids are the calls' ``callId``. The worker releases a lease when its call ends with one
+lease ids are the calls' ``callId``. The worker frees a lease when its call ends with one
 command, ``ZREM <prefix>:campaign:<campaignId>:leases <callId>``; a lease it never releases
 expires ``CALL_MAX_SECONDS`` after its dial's moment.
 """
@@ -12,26 +12,28 @@ expires ``CALL_MAX_SECONDS`` after its dial's moment.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from cps_limiter import (
+    MAX_LEASE_ID_LENGTH,
     BackendUnavailable,
     Concurrency,
     Decision,
     FixedWindow,
+    Limiter,
     Rule,
     RulesDecision,
 )
 
+from ._ledger import Ledger
 from ._logging import log_event
 from ._report import NOT_GRANTED_ERROR
 from ._tasks import DialTask
-
-if TYPE_CHECKING:
-    from ._batch import Batch
 
 CAMPAIGN_FULL_ERROR: Final = "campaign at maxConcurrentCalls: no call slot free"
 CAMPAIGN_CPS_ERROR: Final = "campaign at maxCps: no permit within the wait budget"
@@ -73,37 +75,76 @@ def limits_of(task: DialTask) -> Limits | None:
     return Limits(task.campaign_id, task.max_concurrent_calls, task.max_cps)
 
 
-def groups_of(batch: Batch, ready: list[int]) -> list[Group]:
+def groups_of(ledger: Ledger, ready: list[int]) -> list[Group]:
     """The tasks by campaign limits, in the order they first appear; tasks without limits are
     one group, so that a batch without any takes its permits in one call, as it always has."""
     groups: dict[Limits | None, Group] = {}
     for index in ready:
-        limits = limits_of(batch.tasks[index])
+        limits = limits_of(ledger.task(index))
         groups.setdefault(limits, Group(limits)).pending.append(index)
     return list(groups.values())
 
 
-def call_id_of(task: DialTask) -> str:
-    return f"call-{task.campaign_id}-{task.contact_id}-{time.time_ns() // 1_000_000}"
+class CallIds:
+    """callIds in the seed's format, ``call-<campaignId>-<contactId>-<ms>``, each with a
+    millisecond of its own in this container: two tasks of one contact in one batch (attempts
+    0 and 1) get two callIds, and so two leases. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self, task: DialTask) -> str:
+        with self._lock:
+            self._last = max(time.time_ns() // 1_000_000, self._last + 1)
+            ms = self._last
+        return f"call-{task.campaign_id}-{task.contact_id}-{ms}"
 
 
-def take(batch: Batch, group: Group, wanted: int, max_wait: float) -> Decision:
-    """The permits for the group's next ``wanted`` tasks (`BackendUnavailable` passes)."""
-    limiter = batch.dialer.limiter
+CALL_IDS: Final = CallIds()
+# The milliseconds of a callId: 13 digits until the year 2286.
+_CALL_ID_EXTRA: Final = len("call---") + 13
+
+
+def lease_id_problem(task: DialTask) -> str | None:
+    """Why the task's callId cannot be a lease id, for a campaign with leases (None: it can)."""
+    if task.max_concurrent_calls is None:
+        return None
+    longest = MAX_LEASE_ID_LENGTH - _CALL_ID_EXTRA
+    if len(task.campaign_id) + len(task.contact_id) > longest:
+        return (
+            f"campaignId and contactId must hold at most {longest} characters together when the "
+            f"campaign has maxConcurrentCalls: its callId is the lease id, at most "
+            f"{MAX_LEASE_ID_LENGTH} characters"
+        )
+    return None
+
+
+def take(
+    ledger: Ledger,
+    limiter: Limiter,
+    call_max_seconds: float,
+    group: Group,
+    wanted: int,
+    max_wait: float,
+) -> Decision:
+    """The permits for the group's next ``wanted`` tasks (`BackendUnavailable` passes). The
+    leases a rules call may take are in the ledger before it is sent."""
     if group.limits is None:
         return limiter.acquire(permits=wanted, partial=True, max_wait=max_wait)
     limits = group.limits
     indices = list(group.pending)[:wanted]
-    ids = [call_id_of(batch.tasks[index]) for index in indices]
-    leases = ids if limits.max_concurrent_calls is not None else []
-    rules = limits.rules(batch.dialer.settings.call_max_seconds)
+    ids = [CALL_IDS.next(ledger.task(index)) for index in indices]
+    leased = limits.max_concurrent_calls is not None
+    for index, call_id in zip(indices, ids, strict=True):
+        ledger.calling(index, call_id, limits.scope if leased else None)
     decision = limiter.acquire_all(
-        [Rule(limiter.strategy), *rules], wanted, partial=True, max_wait=max_wait, leases=leases
+        [Rule(limiter.strategy), *limits.rules(call_max_seconds)],
+        wanted,
+        partial=True,
+        max_wait=max_wait,
+        leases=ids if leased else [],
     )
-    for index, call_id in zip(indices[: decision.granted], ids, strict=False):
-        batch.call_ids[index] = call_id
-        if leases:
-            batch.leases[index] = (limits.scope, call_id)
     if decision.granted < wanted:
         group.error = _why(decision, limits)
     return decision
@@ -118,22 +159,22 @@ def _why(decision: RulesDecision, limits: Limits) -> str:
     return CAMPAIGN_FULL_ERROR if isinstance(held_back, Concurrency) else CAMPAIGN_CPS_ERROR
 
 
-def give_back_leases(batch: Batch, leases: list[tuple[str, str]]) -> None:
-    """Release ``leases`` (scope, id), one call a campaign; a Redis failure is logged, and the
+def free_leases(ledger: Ledger, limiter: Limiter, leases: Sequence[tuple[str, str]]) -> None:
+    """Free ``leases`` (scope, id), one call a campaign; a Redis failure is logged, and the
     leases then expire after CALL_MAX_SECONDS."""
     by_scope: dict[str, list[str]] = {}
     for scope, lease in leases:
         by_scope.setdefault(scope, []).append(lease)
     for scope, ids in by_scope.items():
         try:
-            batch.dialer.limiter.release(scope, *ids)
+            limiter.release(scope, *ids)
         except BackendUnavailable as error:
-            batch.redis_down(
+            ledger.redis_down(
                 logging.ERROR,
-                "release_leases",
-                "could not release campaign leases; they expire after CALL_MAX_SECONDS",
+                "free_leases",
+                "could not free campaign leases; they expire after CALL_MAX_SECONDS",
                 leases=len(ids),
                 error=repr(error),
             )
             continue
-        log_event(logging.INFO, "leases_released", "leases released", scope=scope, leases=len(ids))
+        log_event(logging.INFO, "leases_freed", "leases freed", scope=scope, leases=len(ids))

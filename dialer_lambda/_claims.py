@@ -1,36 +1,68 @@
 """Claims that make a dial happen at most once per (campaignId, contactId, attempts).
 
 A pipe redelivers a batch whenever a Lambda fails, times out or reports partial failures, and
-a task can sit in two batches at once: the claim, taken before the dial with ``SET NX EX``, is
-what keeps a person from being called twice. It lives on the limiter's own Redis connection, so
-the dialer needs no second client. What a batch does when Redis fails to claim or release is
-decided here too, in `claim` and `give_back`.
+a task can sit in two batches at once: the claim, taken before the dial with ``SET NX``, is what
+keeps a person from being called twice. A claim has two lives:
+
+- *pending*, from the claims' round trip until shortly after the invocation's deadline: if the
+  container dies before it dials (killed, frozen, out of memory), the claim expires and the
+  redelivery, which comes after the deadline, dials the task;
+- *sent*, for ``IDEMPOTENCY_TTL_SECONDS``, once the POST has left: a redelivery is a duplicate.
+
+The send is recorded after the POST, never before: before could lose a task whose container
+died between the two, after can call twice in that window, which the worker closes by honouring
+the ``Idempotency-Key`` header (docs/dialer.md). A claim is only ever given back or marked sent
+by the invocation that took it (compare and set, on its owner string), so a late give-back never
+takes a redelivery's claim.
+
+Claims live on the limiter's own Redis connection, so the dialer needs no second client.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import math
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from cps_limiter import BackendUnavailable, Limiter
-
-from ._report import FAIL_CLOSED_ERROR, TaskStatus
-
-if TYPE_CHECKING:
-    from ._batch import Batch
+from cps_limiter import Limiter
 
 DEFAULT_PREFIX: Final = "dialer:claim"
 DEFAULT_FLEET_KEY: Final = "cps:fleet"
 FLEET_SECONDS: Final = 10.0
 """A container that made no claim for this long no longer counts as dialing."""
+PENDING_MARGIN_SECONDS: Final = 2.0
+"""How long a pending claim outlives its invocation's deadline: the round trips that mark the
+last dials sent finish within it, and a redelivery (after the deadline) still finds the claim
+gone soon after."""
+PENDING: Final = "pending:"
+SENT: Final = "sent:"
+
+# Marks a claim sent when it is still this owner's pending claim, or has expired (the POST left:
+# a redelivery must not dial). KEYS[1] the claim; ARGV[1] pending value, ARGV[2] sent value,
+# ARGV[3] ttl in seconds. Reply 1 marked, 0 the claim is someone else's.
+MARK_SENT_LUA: Final = """
+local held = redis.call("GET", KEYS[1])
+if held == false or held == ARGV[1] or held == ARGV[2] then
+  redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3])
+  return 1
+end
+return 0
+"""
+# Deletes a claim only while it is this owner's pending one. KEYS[1] the claim; ARGV[1] the
+# pending value. Reply 1 given back, 0 not held (never set, expired, sent, someone else's).
+GIVE_BACK_LUA: Final = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
 
 
 class FleetPeak:
@@ -56,22 +88,32 @@ class FleetPeak:
             return self._peaks[0][1]
 
 
+def task_identity(campaign_id: str, contact_id: str, attempts: int) -> str:
+    """A digest of the task's identity, the same on every delivery: the claim's key and the
+    ``Idempotency-Key`` the worker sees. Ids holding ``{``, ``*``, spaces or 10,000 characters
+    can neither escape a key's prefix nor pick a Redis Cluster slot."""
+    identity = json.dumps([campaign_id, contact_id, attempts], separators=(",", ":"))
+    return hashlib.sha256(identity.encode()).hexdigest()
+
+
 def claim_key(
     campaign_id: str, contact_id: str, attempts: int, prefix: str = DEFAULT_PREFIX
 ) -> str:
-    """The claim's key: a digest, so that ids holding ``{``, ``*``, spaces or 10,000 characters
-    can neither escape the prefix nor pick a Redis Cluster slot."""
-    identity = json.dumps([campaign_id, contact_id, attempts], separators=(",", ":"))
-    return f"{prefix}:{hashlib.sha256(identity.encode()).hexdigest()}"
+    return f"{prefix}:{task_identity(campaign_id, contact_id, attempts)}"
+
+
+def new_owner(request_id: str) -> str:
+    """Unique to one batch, which recognises its own claims by it."""
+    return f"{request_id}@{time.time_ns() // 1_000_000}/{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimStore:
-    """Batch claims and releases, one pipelined round trip each, through the limiter's own
+    """Claims, marks and give-backs, one pipelined round trip each, through the limiter's own
     client, breaker and error boundary (`Limiter.run`): a Redis failure is the same event for
-    the claims as for the permits, and a connection that died while idle is replaced for both.
+    the claims as for the permits. Every method raises `BackendUnavailable` when Redis fails.
 
-    The pipeline is not a transaction (``transaction=False``): each ``SET NX`` stands alone, and
+    The pipeline is not a transaction (``transaction=False``): each command stands alone, and
     on a Redis Cluster the keys of one batch may live in different slots. The claims' round trip
     also carries this container's heartbeat in ``fleet_key``: how many containers dial is what
     each one's share of the limit is while Redis is down, learned at no extra round trip.
@@ -81,31 +123,35 @@ class ClaimStore:
     ttl: int
     prefix: str = DEFAULT_PREFIX
     fleet_key: str = DEFAULT_FLEET_KEY
+    pending_margin: float = PENDING_MARGIN_SECONDS
     container: str = field(default_factory=lambda: uuid.uuid4().hex)
     fleet: FleetPeak = field(default_factory=FleetPeak, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl <= 0:
             raise ValueError(f"ttl must be a positive number of seconds, got {self.ttl!r}")
+        if not (math.isfinite(self.pending_margin) and self.pending_margin >= 0):
+            raise ValueError(f"pending_margin must be seconds, 0 or more: {self.pending_margin!r}")
 
     def key(self, campaign_id: str, contact_id: str, attempts: int) -> str:
         return claim_key(campaign_id, contact_id, attempts, self.prefix)
 
-    def claim(self, keys: Sequence[str], owner: str) -> tuple[list[bool], int]:
-        """Claim each key for ``owner``: True where the claim is new, False for a repeat; and
-        how many containers dialed within the last `FLEET_SECONDS`, this one included (the
-        most this store heard of in that time: see `FleetPeak`).
+    def pending_ms(self, lifetime: float) -> int:
+        """A pending claim's life for an invocation with ``lifetime`` seconds left."""
+        return max(math.ceil((lifetime + self.pending_margin) * 1000), 1)
 
-        Raises `BackendUnavailable` when Redis cannot be reached: the caller decides whether to
-        fail open.
-        """
+    def claim(self, keys: Sequence[str], owner: str, lifetime: float) -> tuple[list[bool], int]:
+        """Claim each key for ``owner``, pending for ``lifetime`` seconds and the margin: True
+        where the claim is new, False for a repeat; and how many containers dialed within the
+        last `FLEET_SECONDS`, this one included (the most heard of: see `FleetPeak`)."""
         now = time.time_ns() // 1_000_000
         window = int(FLEET_SECONDS * 1000)
+        pending, life = PENDING + owner, self.pending_ms(lifetime)
 
         def claim_all(client: Any) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.set(key, owner, nx=True, ex=self.ttl)
+                pipe.set(key, pending, nx=True, px=life)
                 # Whose the claim is, read back: a round trip retried after Redis ran it (a
                 # reply lost to a dead connection) finds its own claim, which is no repeat.
                 pipe.get(key)
@@ -116,89 +162,35 @@ class ClaimStore:
             return list(pipe.execute())
 
         replies = self.limiter.run(claim_all)
-        mine = owner.encode()
+        mine = {pending, pending.encode()}
         holders = replies[1 : 2 * len(keys) : 2]
         # The same task twice in one batch: its first place holds the claim, the second repeats.
         seen: set[str] = set()
         fresh = []
         for key, holder in zip(keys, holders, strict=True):
-            fresh.append(holder in (owner, mine) and key not in seen)
+            fresh.append(holder in mine and key not in seen)
             seen.add(key)
         return fresh, self.fleet.heard(max(int(replies[-2]), 1))
 
-    def release(self, keys: Sequence[str]) -> None:
-        """Give up claims whose dial surely never reached the worker, so a retry may dial.
+    def mark_sent(self, keys: Sequence[str], owner: str) -> list[bool]:
+        """Turn ``owner``'s pending claims into sent ones for the idempotency TTL; False where
+        the claim had become someone else's (its pending life ran out and a redelivery took it)."""
+        return [bool(r) for r in self._each(MARK_SENT_LUA, keys, PENDING + owner, SENT + owner)]
 
-        A plain DEL, not compare-and-delete: a claim outlives a Lambda's 15 minutes by hours,
-        so the key deleted here is the one this invocation set. Raises like `claim`.
-        """
+    def give_back(self, keys: Sequence[str], owner: str) -> int:
+        """Delete ``owner``'s pending claims, so that the redelivery may dial: how many were."""
+        return sum(int(r) for r in self._each(GIVE_BACK_LUA, keys, PENDING + owner))
+
+    def _each(self, script: str, keys: Sequence[str], *args: str) -> list[Any]:
         if not keys:
-            return
+            return []
 
-        def release_all(client: Any) -> None:
-            # One DEL per key in a pipeline: a multi-key DEL fails across cluster slots.
+        def each(client: Any) -> list[Any]:
+            # One script per key: on a cluster a batch's keys live in different slots (and a
+            # cluster pipeline refuses ``eval``, not the command itself).
             pipe = client.pipeline(transaction=False)
             for key in keys:
-                pipe.delete(key)
-            pipe.execute()
+                pipe.execute_command("EVAL", script, 1, key, *args, self.ttl)
+            return list(pipe.execute())
 
-        self.limiter.run(release_all)
-
-
-def claim(batch: Batch, ready: list[int]) -> list[int]:
-    """The ready tasks this batch may dial, claimed in one round trip; a repeat is a duplicate.
-    When Redis fails the batch dials without claims (fail open, as for the rate limit: a batch
-    redelivered meanwhile may dial again), or with ``CPS_FAIL_MODE=closed`` hands all back."""
-    store = batch.dialer.claims
-    keys = [
-        store.key(task.campaign_id, task.contact_id, task.attempts)
-        for task in (batch.tasks[index] for index in ready)
-    ]
-    if not keys:
-        return []
-    try:
-        # Unique to this batch, as it recognises its own claims by it.
-        owner = f"{batch.request_id}@{time.time_ns() // 1_000_000}/{uuid.uuid4().hex[:8]}"
-        fresh, containers = store.claim(keys, owner)
-    except BackendUnavailable as error:
-        closed = batch.dialer.settings.fail_mode == "closed"
-        batch.redis_down(
-            logging.ERROR if closed else logging.WARNING,
-            "claim",
-            "Redis unavailable for idempotency claims; "
-            + ("not dialing (fail closed)" if closed else "dialing without them"),
-            error=repr(error),
-        )
-        if not closed:
-            return ready
-        for index in ready:
-            batch.finish(index, TaskStatus.RATE_LIMITED, FAIL_CLOSED_ERROR, retry=True)
-        return []
-    batch.dialer.limiter.set_peers(containers)
-    claimed: list[int] = []
-    for index, key, new in zip(ready, keys, fresh, strict=True):
-        if new:
-            batch.claimed[index] = key
-            claimed.append(index)
-        else:
-            batch.finish(index, TaskStatus.DUPLICATE)
-            message = "task already dialed or being dialed; skipped"
-            batch.log(logging.INFO, "duplicate_task", message, task=index)
-    return claimed
-
-
-def give_back(batch: Batch, keys: list[str]) -> None:
-    """Release ``keys`` in one round trip; a Redis failure is logged, not raised."""
-    try:
-        batch.dialer.claims.release(keys)
-    except BackendUnavailable as error:
-        # Safe but costly: the retried tasks will count as duplicates until the claims
-        # expire, so they are not called (rather than possibly called twice).
-        batch.redis_down(
-            logging.ERROR,
-            "release",
-            "could not release idempotency claims; retried tasks will be skipped as "
-            "duplicates until the claims expire",
-            claims=len(keys),
-            error=repr(error),
-        )
+        return self.limiter.run(each)

@@ -3,11 +3,13 @@ every invocation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
+
+import httpx
 
 from cps_limiter import AdaptivePolicy, Limiter, Strategy, strategy_from_name
 
@@ -49,9 +51,17 @@ class Dialer:
     gate: SendGate = field(default_factory=SendGate)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Dialer:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        redis_options: Mapping[str, Any] | None = None,
+        worker_transport: httpx.BaseTransport | None = None,
+    ) -> Dialer:
         """A dialer with clients of its own for ``settings`` (`close` it when done); the
-        package's logger prints JSON lines at ``settings.log_level``."""
+        package's logger prints JSON lines at ``settings.log_level``. ``redis_options`` go to
+        the Redis client (``connection_class``, ``socket_timeout``, ...), ``worker_transport``
+        to the worker's httpx client."""
         setup_logging(settings.log_level)
         limiter = Limiter.from_url(
             settings.redis_url,
@@ -64,6 +74,7 @@ class Dialer:
             # Until the claims' heartbeat says how many containers dial, a Redis outage paces
             # this one at a conservative share of the limit.
             peers=settings.fallback_containers,
+            **(redis_options or {}),
         )
         return cls(
             settings=settings,
@@ -75,7 +86,10 @@ class Dialer:
                 fleet_key=f"{settings.cps_key_prefix}:fleet",
             ),
             worker=WorkerClient(
-                settings.node_worker_url, settings.dial_timeout, max_connections=DIAL_POOL_SIZE
+                settings.node_worker_url,
+                settings.dial_timeout,
+                max_connections=DIAL_POOL_SIZE,
+                transport=worker_transport,
             ),
             executor=ThreadPoolExecutor(max_workers=DIAL_POOL_SIZE, thread_name_prefix="dial"),
             metrics=MetricsRecorder(settings.service_name),

@@ -18,7 +18,8 @@ from ._metrics import BatchMetrics
 from ._tally import counts_in_decisions, tallied
 
 if TYPE_CHECKING:
-    from ._batch import Batch
+    from ._invocation import Invocation, Parts
+    from ._ledger import Ledger
 
 
 TOO_LATE_ERROR: Final = "no time left to dial before the invocation's deadline"
@@ -68,12 +69,13 @@ class TaskOutcome:
             raise ValueError("a failed task needs an error")
 
 
-def result_of(batch: Batch) -> BatchResult:
+def result_of(ledger: Ledger) -> BatchResult:
     """The result; a messageId retried by two tasks is listed once."""
     counts = dict.fromkeys(TaskStatus, 0)
     errors: list[BatchError] = []
     failures: dict[str, BatchItemFailure] = {}
-    for outcome, reported in zip(batch.finished(), batch.reported, strict=True):
+    for outcome, record in zip(ledger.outcomes(), ledger.records, strict=True):
+        reported = record.reported
         counts[outcome.status] += 1
         if outcome.status is TaskStatus.FAILED:
             errors.append(
@@ -86,7 +88,7 @@ def result_of(batch: Batch) -> BatchResult:
         if outcome.retry and reported.message_id is not None:
             failures.setdefault(reported.message_id, {"itemIdentifier": reported.message_id})
     return BatchResult(
-        totalProcessed=len(batch.reported),
+        totalProcessed=len(ledger),
         successful=counts[TaskStatus.SUCCESSFUL],
         failed=counts[TaskStatus.FAILED],
         rateLimited=counts[TaskStatus.RATE_LIMITED],
@@ -96,14 +98,22 @@ def result_of(batch: Batch) -> BatchResult:
     )
 
 
-def report(batch: Batch, result: BatchResult, span: trace.Span, seconds: float) -> None:
+def report(
+    ledger: Ledger,
+    parts: Parts,
+    invocation: Invocation,
+    result: BatchResult,
+    span: trace.Span,
+    seconds: float,
+) -> None:
     """The batch's EMF line and OpenTelemetry metrics, span attributes and ``batch_end`` line."""
     measured = (
-        [d.limit - d.remaining for d in batch.decisions if not d.fail_open]
-        if counts_in_decisions(batch)
-        else tallied(batch)
+        [d.limit - d.remaining for d in ledger.decisions if not d.fail_open]
+        if counts_in_decisions(parts.limiter)
+        else tallied(parts.limiter, parts.settings.cps_key_prefix, ledger.sent_seconds)
     )
-    batch.dialer.metrics.record(
+    dialed = [record.dialed for record in ledger.records if record.dialed is not None]
+    parts.metrics.record(
         BatchMetrics(
             DialTasksProcessed=result["totalProcessed"],
             DialTasksSuccessful=result["successful"],
@@ -111,9 +121,9 @@ def report(batch: Batch, result: BatchResult, span: trace.Span, seconds: float) 
             DialTasksRateLimited=result["rateLimited"],
             DialTasksDuplicate=result["duplicates"],
             CurrentCPS=max(measured, default=0),
-            RedisUnavailable=batch.redis_unavailable,
-            WorkerRequests=len(batch.dialed),
-            WorkerHttpErrors=sum(outcome.worker_error for outcome in batch.dialed.values()),
+            RedisUnavailable=ledger.redis_unavailable,
+            WorkerRequests=len(dialed),
+            WorkerHttpErrors=sum(outcome.worker_error for outcome in dialed),
         )
     )
     figures: Mapping[str, Any] = result
@@ -124,36 +134,36 @@ def report(batch: Batch, result: BatchResult, span: trace.Span, seconds: float) 
         logging.INFO,
         "batch_end",
         "batch end",
-        requestId=batch.request_id,
+        requestId=invocation.request_id,
         totalProcessed=result["totalProcessed"],
         **counts,
-        retried=sum(outcome.retry for outcome in batch.finished()),
+        retried=sum(outcome.retry for outcome in ledger.outcomes()),
         durationMs=round(seconds * 1000, 1),
-        redisUnavailable=batch.redis_unavailable,
+        redisUnavailable=ledger.redis_unavailable,
     )
 
 
-def raise_if_unreportable(batch: Batch) -> None:
+def raise_if_unreportable(ledger: Ledger, event: list[Any], max_cps: int) -> None:
     """The seed's behaviour, kept for tasks the pipe cannot match: a retried task without a
     messageId can only come back with the whole batch, so the invocation fails (after its
     granted dials went out; the claims make their redelivery harmless)."""
     orphans = sum(
-        outcome.retry and reported.message_id is None
-        for outcome, reported in zip(batch.finished(), batch.reported, strict=True)
+        outcome.retry and record.reported.message_id is None
+        for outcome, record in zip(ledger.outcomes(), ledger.records, strict=True)
     )
     if not orphans:
         return
-    strays = [index for index, raw in enumerate(batch.event) if not isinstance(raw, Mapping)]
+    strays = [index for index, raw in enumerate(event) if not isinstance(raw, Mapping)]
     if strays:
         # Not a rate limit: the event itself is malformed, and the error must say where.
-        kinds = ", ".join(f"event[{i}] is {type(batch.event[i]).__name__}" for i in strays)
+        kinds = ", ".join(f"event[{i}] is {type(event[i]).__name__}" for i in strays)
         raise ValueError(
             f"every item of the event must be a JSON object (a dial task): {kinds}; the other "
             "tasks were processed, and the whole batch comes back"
         )
-    denied = [decision for decision in batch.decisions if decision.granted == 0]
-    last = batch.decisions[-1] if batch.decisions else None
-    limit, remaining = (last.limit, last.remaining) if last else (batch.dialer.settings.max_cps, 0)
+    denied = [decision for decision in ledger.decisions if decision.granted == 0]
+    last = ledger.decisions[-1] if ledger.decisions else None
+    limit, remaining = (last.limit, last.remaining) if last else (max_cps, 0)
     nothing = Decision(
         False, granted=0, limit=limit, remaining=remaining, retry_after=0, reset_after=0
     )

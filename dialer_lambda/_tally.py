@@ -10,28 +10,24 @@ metric reads them back.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cps_limiter import BackendUnavailable, TokenBucket
-
-if TYPE_CHECKING:
-    from ._batch import Batch
+from cps_limiter import BackendUnavailable, Limiter, TokenBucket
 
 TALLY_TTL_SECONDS = 2
 """A second's counter outlives it by one second, as the fixed window's do."""
 
 
-def counts_in_decisions(batch: Batch) -> bool:
-    return not isinstance(batch.dialer.limiter.strategy, TokenBucket)
+def counts_in_decisions(limiter: Limiter) -> bool:
+    return not isinstance(limiter.strategy, TokenBucket)
 
 
-def tallied(batch: Batch) -> list[int]:
+def tallied(limiter: Limiter, prefix: str, sent_seconds: list[int]) -> list[int]:
     """Each second's count of calls sent, this batch's included; empty when nothing was sent
     or Redis did not answer (the metric is no reason to fail a batch)."""
-    per_second = Counter(batch.sent_seconds)
+    per_second = Counter(sent_seconds)
     if not per_second:
         return []
-    prefix = batch.dialer.settings.cps_key_prefix
 
     def add(client: Any) -> list[Any]:
         pipe = client.pipeline(transaction=False)
@@ -41,7 +37,7 @@ def tallied(batch: Batch) -> list[int]:
         return list(pipe.execute())
 
     try:
-        replies = batch.dialer.limiter.run(add)
+        replies = limiter.run(add)
     except BackendUnavailable:
         return []
     return [int(count) for count in replies[::2]]

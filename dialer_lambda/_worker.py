@@ -9,15 +9,21 @@ worse than a call missed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import socket
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
 import httpx
+
+from ._logging import LOGGER_NAME
 
 DIAL_PATH: Final = "/dial"
 TIMEOUT_ERROR: Final = "Node.js Worker timeout"
@@ -60,6 +66,45 @@ class DialOutcome:
             raise ValueError("a successful dial is never retried")
 
 
+_LOGGER: Final = logging.getLogger(LOGGER_NAME)
+
+
+class _Sent:
+    """Whether any byte of the request may have left, from httpcore's trace of the exchange."""
+
+    __slots__ = ("may_have_left",)
+
+    def __init__(self) -> None:
+        self.may_have_left = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):
+            self.may_have_left = True
+
+
+@contextlib.contextmanager
+def _cut_at(response: httpx.Response, deadline: float) -> Iterator[None]:
+    """Shut the response's socket at ``deadline``: httpx's timeout bounds each read, so a
+    worker that trickles its body would otherwise hold the dial past it."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if not isinstance(sock, socket.socket):
+        yield
+        return
+
+    def cut() -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def _failed(error: str, **fields: Any) -> DialOutcome:
     return DialOutcome(DialStatus.FAILED, error, **fields)
 
@@ -82,10 +127,19 @@ def _verify(url: str) -> ssl.SSLContext | bool:
 class WorkerClient:
     """One pooled HTTP client for the container's life; thread-safe (httpx.Client is)."""
 
-    def __init__(self, base_url: str, timeout: float, *, max_connections: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        *,
+        max_connections: int,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport``: httpx's own by default; tests pass one that injects faults."""
         self._url = base_url.rstrip("/") + DIAL_PATH
         self._timeout = timeout
         self._client = httpx.Client(
+            transport=transport,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=max_connections,
@@ -108,14 +162,19 @@ class WorkerClient:
         # whole exchange, so a worker that trickles its reply cannot hold the dial past it.
         deadline = time.monotonic() + seconds
         body = json.dumps(command, separators=(",", ":")).encode()
+        sent = _Sent()
         try:
-            with self._client.stream(
-                "POST",
-                self._url,
-                content=body,
-                headers={**headers, "content-type": "application/json"},
-                timeout=httpx.Timeout(seconds),
-            ) as response:
+            with (
+                self._client.stream(
+                    "POST",
+                    self._url,
+                    content=body,
+                    headers={**headers, "content-type": "application/json"},
+                    timeout=httpx.Timeout(seconds),
+                    extensions={"trace": sent.trace},
+                ) as response,
+                _cut_at(response, deadline),
+            ):
                 return self._classify(response, deadline)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             # No connection was ever made (refused, no route, DNS, TLS handshake, or no free
@@ -129,7 +188,17 @@ class WorkerClient:
         except httpx.TimeoutException:
             return _failed(TIMEOUT_ERROR, worker_error=True)
         except httpx.HTTPError as error:
+            if time.monotonic() >= deadline:
+                return _failed(TIMEOUT_ERROR, worker_error=True)
             return _failed(f"Node.js Worker connection error: {_reason(error)}", worker_error=True)
+        except Exception as error:
+            # A bug, here or in a library: logged with its stack by the caller's logger. Whether
+            # the call may have been placed is what the request's own progress says.
+            _LOGGER.exception("dial raised")
+            reason = f"internal error: {type(error).__name__}"
+            if sent.may_have_left:
+                return _failed(reason)
+            return _failed(reason, retry=True, reached_worker=False)
 
     def _classify(self, response: httpx.Response, deadline: float) -> DialOutcome:
         status = response.status_code

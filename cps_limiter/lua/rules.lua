@@ -18,7 +18,8 @@
 -- ARGV[5]  deadline: the caller's, unix milliseconds on its own clock ("0": none); a request
 --          that arrives after it is refused with an error and writes nothing
 -- ARGV[6]  m: the number of lease ids (permits when a concurrency rule is present, else 0)
--- ARGV[7 .. 6 + m]  the lease ids, in the order the permits are granted
+-- ARGV[7 .. 6 + m]  the lease ids, in the order the permits are granted; an id already held
+--          (the same request sent again) is this request's, not another holder's
 -- then     per rule: its kind and parameters:
 --            "paced", limit (permits per window), window (whole seconds), headroom (0 <= h < 1)
 --            "fixed", limit (permits per window), window (whole seconds)
@@ -152,6 +153,13 @@ for _, rule in ipairs(rules) do
   if rule.kind == "concurrency" then
     redis.call("ZREMRANGEBYSCORE", rule.key, "-inf", now_ms)
     rule.active = redis.call("ZCARD", rule.key)
+    -- A lease id already in the set is this request's own, sent again after a reply that came
+    -- late or never: it is held by this request, not counted against it.
+    for j = 1, tonumber(ARGV[6]) do
+      if redis.call("ZSCORE", rule.key, ARGV[ids + j]) then
+        rule.active = rule.active - 1
+      end
+    end
     local room = math.max(rule.limit - rule.active, 0)
     if room < want then
       want, limited_by = room, rule.index

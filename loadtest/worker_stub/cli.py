@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redis-url", default=os.environ.get("REDIS_URL"), help="(default: $REDIS_URL)"
     )
     parser.add_argument("--lease-prefix", default=os.environ.get("CPS_KEY_PREFIX", "cps"))
+    parser.add_argument(
+        "--ignore-idempotency-key",
+        action="store_true",
+        help="place a call for every dial, as the seed's worker does (by default a dial whose "
+        "Idempotency-Key placed a call before places none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu_percent=args.cpu_percent,
             answer_rate=args.answer_rate,
             call_ends=ends,
+            honour_keys=not args.ignore_idempotency_key,
         )
     except (ValueError, OSError) as exc:
         print(f"worker stub: {exc}")

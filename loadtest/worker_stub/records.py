@@ -22,6 +22,15 @@ class Call:
     delay: float
     body: Mapping[str, object] | None
     """The JSON object received, or None when the body was not one."""
+    key: str | None = None
+    """Its ``Idempotency-Key`` header, when it carried one."""
+    repeat: bool = False
+    """A key the stub had already placed a call for (when it honours keys): not placed again."""
+
+    @property
+    def placed(self) -> bool:
+        """Whether this request placed a call."""
+        return self.outcome is Outcome.OK and not self.repeat
 
     @property
     def phone_number(self) -> str | None:
@@ -40,6 +49,8 @@ class Call:
             "outcome": self.outcome.value,
             "delay": self.delay,
             "body": None if self.body is None else dict(self.body),
+            "key": self.key,
+            "repeat": self.repeat,
         }
 
     @classmethod
@@ -51,6 +62,8 @@ class Call:
             outcome=Outcome(data["outcome"]),
             delay=float(data["delay"]),
             body=body if isinstance(body, dict) else None,
+            key=data.get("key"),
+            repeat=bool(data.get("repeat", False)),
         )
 
 

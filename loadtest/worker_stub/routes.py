@@ -22,6 +22,7 @@ MAX_REQUEST_BYTES: Final = 10 * 1024 * 1024
 # costs the client a one-second retransmit: a latency spike the real worker would not show.
 LISTEN_BACKLOG: Final = 1024
 STREAM_CHUNK_BYTES: Final = 64 * 1024
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 
 
 class StubServer(ThreadingHTTPServer):
@@ -118,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.BAD_REQUEST, {"success": False, "error": "body must be a JSON object"}
             )
             return
-        call, behaviour = self._stub._admit(arrived, body)
+        call, behaviour = self._stub._admit(arrived, body, self.headers.get(IDEMPOTENCY_HEADER))
         if call.delay and self._stub._stopping.wait(call.delay):
             self.close_connection = True
             return
@@ -126,6 +127,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, call: Call, behaviour: Behaviour) -> None:
         call_id = call.call_id
+        if call.repeat:
+            # As the worker answers a key it has placed: success, and no second call.
+            self._send_json(
+                HTTPStatus.OK, {"success": True, "callId": call_id, "status": "duplicate"}
+            )
+            return
         match call.outcome:
             case Outcome.OK:
                 answer = {"success": True, "callId": call_id, "status": "dialing"}

@@ -35,11 +35,16 @@ class WorkerStub:
         cpu_percent: float = DEFAULT_CPU_PERCENT,
         answer_rate: float = DEFAULT_ANSWER_RATE,
         call_ends: CallEnds | None = None,
+        honour_keys: bool = True,
     ) -> None:
-        """``call_ends``: answered calls last its ``call_seconds``, and each one's end releases
-        its campaign lease (the stub closes it when it stops)."""
+        """``call_ends``: answered calls last its ``call_seconds``, and each one's end frees
+        its campaign lease (the stub closes it when it stops). ``honour_keys``: a dial whose
+        ``Idempotency-Key`` already placed a call places none and is answered as a duplicate;
+        False is the seed's worker, which knows no key."""
         check_health(cpu_percent, answer_rate)
         self.call_ends = call_ends
+        self.honour_keys = honour_keys
+        self._placed_keys: set[str] = set()
         self._initial = (behaviour or Behaviour(), cpu_percent, answer_rate)
         self._lock = threading.Lock()
         self._default = self._initial[0]
@@ -145,6 +150,7 @@ class WorkerStub:
             self._per_phone.clear()
             self._sequence.clear()
             self._calls.clear()
+            self._placed_keys.clear()
 
     def clear_calls(self) -> None:
         with self._lock:
@@ -184,17 +190,25 @@ class WorkerStub:
 
     # used by the request handler
 
-    def _admit(self, arrived: float, body: Mapping[str, object]) -> tuple[Call, Behaviour]:
+    def _admit(
+        self, arrived: float, body: Mapping[str, object], key: str | None = None
+    ) -> tuple[Call, Behaviour]:
         """Decide what to do with one dial and record it, under one lock."""
         phone = body.get("phoneNumber")
         with self._lock:
+            if self.honour_keys and key is not None and key in self._placed_keys:
+                call = Call(arrived, time.monotonic(), Outcome.OK, 0.0, body, key, repeat=True)
+                self._calls.append(call)
+                return call, self._default
             key = phone if isinstance(phone, str) and phone in self._per_phone else None
             behaviour = self._per_phone[key] if key is not None else self._default
             number = self._sequence.get(key, 0) + 1
             self._sequence[key] = number
             delay, outcome = behaviour.plan(number)
-            call = Call(arrived, time.monotonic(), outcome, delay, body)
+            call = Call(arrived, time.monotonic(), outcome, delay, body, key)
             self._calls.append(call)
+            if call.placed and key is not None:
+                self._placed_keys.add(key)
         return call, behaviour
 
     def _record_bad_request(self, arrived: float) -> None:

@@ -240,10 +240,10 @@ def test_a_redis_that_restarted_empty_does_not_make_a_container_think_it_is_alon
     limiter = Limiter.from_url(f"memory://{uuid.uuid4().hex}", FixedWindow(10))
     stores = [ClaimStore(limiter, ttl=60) for _ in range(3)]
     for number, store in enumerate(stores):
-        store.claim([f"before-{number}"], "owner")
-    _, before = stores[0].claim(["again"], "owner")
+        store.claim([f"before-{number}"], "owner", 60)
+    _, before = stores[0].claim(["again"], "owner", 60)
     limiter.client.flushall()  # the restart: every heartbeat is gone
 
-    _, after = stores[0].claim(["after"], "owner")
+    _, after = stores[0].claim(["after"], "owner", 60)
 
     assert (before, after) == (3, 3)
