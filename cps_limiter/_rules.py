@@ -131,8 +131,10 @@ class RulesRequest:
     """Whether rule 1 is the limiter's own limit on its own keys: only then is what Redis said
     of it what a later outage should share."""
 
-    def evalsha(self, sha: str, max_wait: float, lifetime_ms: int) -> tuple[str | int, ...]:
-        deadline = str(time.time_ns() // 1_000_000 + lifetime_ms)
+    def evalsha(self, sha: str, max_wait: float, ahead_ms: int) -> tuple[str | int, ...]:
+        """EVALSHA's arguments, with a deadline ``ahead_ms`` after the host's clock reads now
+        (the request's lifetime, plus how far the host's clock is behind Redis's)."""
+        deadline = str(time.time_ns() // 1_000_000 + ahead_ms)
         n, permits, partial, _, _, *rest = self.arguments
         head: tuple[str | int, ...] = (sha, len(self.keys), *self.keys)
         return (*head, n, permits, partial, repr(max_wait), deadline, *rest)
