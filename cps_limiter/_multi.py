@@ -54,7 +54,7 @@ class RulesCore(LimiterCore):
 
     def lease_key(self, scope: str | None = None) -> str:
         """The ZSET of a `Concurrency` rule's leases on ``scope``: ``ZREM <key> <lease id>``
-        releases one from any client."""
+        frees one from any client."""
         return lease_key(self.rules_base(scope))
 
     def _rules_request(
@@ -121,14 +121,17 @@ class SyncRules(RulesCore):
             decision = _waited(decision, first)
         return decision
 
-    def release(self, scope: str | None, *lease_ids: str) -> int:
-        """Release leases of the `Concurrency` rule on ``scope`` by id, from any process; how
-        many were live. Raises `BackendUnavailable` when Redis fails (a lease not released
+    def free(self, scope: str | None, *lease_ids: str) -> int:
+        """Free leases of the `Concurrency` rule on ``scope`` by id, from any process; how
+        many were live. Raises `BackendUnavailable` when Redis fails (a lease not freed
         expires by itself)."""
         key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
         if not ids:
             return 0
         return int(self._backend.call(lambda client: client.zrem(key, *ids)))
+
+    release = free
+    """The name `free` had first, kept for its callers."""
 
     def leases_held(self, scope: str | None = None) -> tuple[int, float]:
         """The live leases on ``scope``, and the seconds until the next one expires."""
@@ -195,12 +198,15 @@ class AsyncRules(RulesCore):
             decision = _waited(decision, first)
         return decision
 
-    async def release(self, scope: str | None, *lease_ids: str) -> int:
-        """As `Limiter.release`."""
+    async def free(self, scope: str | None, *lease_ids: str) -> int:
+        """As `Limiter.free`."""
         key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
         if not ids:
             return 0
         return int(await self._backend.acall(lambda client: client.zrem(key, *ids)))
+
+    release = free
+    """The name `free` had first, kept for its callers."""
 
     async def leases_held(self, scope: str | None = None) -> tuple[int, float]:
         """As `Limiter.leases_held`."""

@@ -33,10 +33,10 @@ MAX_LEASE_ID_LENGTH = 200
 @dataclass(frozen=True, slots=True)
 class Concurrency:
     """At most ``limit`` leases held at once; each lives ``ttl`` seconds on the Redis clock after
-    its permit's moment unless released first, so a crashed holder's lease frees itself.
+    its permit's moment unless freed first, so a crashed holder's lease frees itself.
 
     The leases of scope ``s`` are the ZSET ``{prefix}:{s}:leases`` (member: the lease id, score:
-    its expiry in unix milliseconds); ``ZREM <key> <id>`` releases one from any client.
+    its expiry in unix milliseconds); ``ZREM <key> <id>`` frees one from any client.
     """
 
     limit: int
@@ -237,7 +237,7 @@ def parse(request: RulesRequest, reply: Sequence[bytes | str | int]) -> tuple[Ru
 
 def failed_open(request: RulesRequest, decision: Decision) -> RulesDecision:
     """The limiter's fail-mode decision as a `RulesDecision`: leases granted without Redis are
-    not recorded anywhere, so there is nothing to release."""
+    not recorded anywhere, so there is nothing to free."""
     return RulesDecision(
         allowed=decision.allowed,
         granted=decision.granted,
