@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from redis.exceptions import NoScriptError
-
 from ._adaptive import (
     HealthReport,
     cap_arguments,
@@ -23,13 +21,13 @@ from ._connect import async_client, is_memory
 from ._core import Request, split_options
 from ._credentials import where
 from ._decision import Decision
-from ._errors import BackendUnavailable
+from ._errors import BackendUnavailable, LateRequest
 from ._multi import AsyncRules
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import Observation
 from ._validation import positive_number
-from ._wire import aevalsha, direct_pool
+from ._wire import aevalsha
 
 T = TypeVar("T")
 
@@ -123,23 +121,26 @@ class AsyncLimiter(AsyncRules):
         return await self.run(lambda client: read_cap_async(client, base))
 
     async def _call(self, request: Request) -> Decision:
+        backend = self._backend
         try:
-            reply = await self._backend.adecide(self._script, request.evalsha)
+            try:
+                reply = await backend.acall(
+                    aevalsha,
+                    self._pool,
+                    request.evalsha(self._clock.offset_ms),
+                    backend.spare,
+                    self._source,
+                    on_spare=True,
+                )
+            except LateRequest as late:
+                reply = await self._resend(late, self._source, request.evalsha, backend.spare)
         except BackendUnavailable as error:
             return self._unavailable(request, error)
         return self._decided(request, reply)
 
-    async def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
-        pool = direct_pool(client)
-        try:
-            return await aevalsha(client, pool, arguments, self._backend.spare)
-        except NoScriptError:
-            await client.script_load(self._source)
-            return await aevalsha(client, pool, arguments, self._backend.spare)
-
     async def aclose(self) -> None:
         """As `Limiter.close`."""
-        await self._backend.spare.arelease()
+        await self._backend.spare.agive_back()
         if self._owns_client:
             await self._client.aclose()
 

@@ -13,16 +13,17 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ._breaker import CircuitBreaker
 from ._connect import is_cluster
 from ._credentials import refused
-from ._errors import BackendUnavailable, LimiterError
+from ._errors import BackendUnavailable, LateRequest, LimiterError
 from ._wire import Spare
 
 logger = logging.getLogger("cps_limiter")
@@ -42,11 +43,12 @@ well. Later than this, one more socket timeout (0.1 s) would break the 250-ms bo
 decision, and the call fails as it would have."""
 _CONNECTION_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
 _TIMEOUTS: Final = (redis.TimeoutError, TimeoutError)
+_LATE: Final = "LATE"
+"""How a script says that Redis ran the request after the deadline it carried."""
 _POOL_EXHAUSTED: Final = "No connection available"
 """How redis-py's blocking pools say that no connection freed up in time: every connection is
 busy, none died while idle, and sending again would only queue once more."""
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -110,20 +112,20 @@ class Backend:
         self._in_flight_lock = threading.Lock()
         self.spare = Spare()
         """The connection a decision keeps between calls (`_wire.Spare`)."""
+        # A limiter made per request and dropped unclosed must not keep a connection out of
+        # the pool it shares; the finalizer holds the spare alone, never the backend.
+        finalizer = weakref.finalize(self, self.spare.dropped)
+        finalizer.atexit = False
 
-    def call(
-        self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """``operation(client, *args, **kwargs)``'s result, or `BackendUnavailable` from its
-        error. The spare goes back to the pool first: commands other than a decision take
-        their connection there, and a limiter and its caller then share one."""
-        self.spare.release()
-        return self.decide(operation, *args, **kwargs)
+    def call(self, operation: Callable[..., T], *args: Any, on_spare: bool = False) -> T:
+        """``operation(client, *args)``'s result, or `BackendUnavailable` from its error;
+        `LateRequest` when Redis ran a script after the request's deadline.
 
-    def decide(
-        self, operation: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """As `call`, for an operation that sends on `spare` (a decision's EVALSHA)."""
+        An operation ``on_spare`` (a decision's EVALSHA) sends on `spare`; any other first
+        gives the spare back to the pool, where it takes its connection, so that a limiter
+        and its caller share one."""
+        if not on_spare:
+            self.spare.give_back()
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         started = self._enter()
@@ -131,12 +133,12 @@ class Backend:
             if self._failing:
                 self.client.ping()
             try:
-                result = operation(self.client, *args, **kwargs)
+                result = operation(self.client, *args)
             except _CONNECTION_ERRORS as error:
                 if not self._may_retry(error, started, queued_again=False):
                     raise
                 _drop_idle_connections(self.client)
-                result = operation(self.client, *args, **kwargs)
+                result = operation(self.client, *args)
         except Exception as error:
             raise self._failed(error) from error
         except BaseException:
@@ -148,22 +150,11 @@ class Backend:
         return result
 
     async def acall(
-        self,
-        operation: Callable[Concatenate[Any, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
+        self, operation: Callable[..., Awaitable[T]], *args: Any, on_spare: bool = False
     ) -> T:
         """As `call`, for a coroutine, which also fails when the deadline passes."""
-        await self.spare.arelease()
-        return await self.adecide(operation, *args, **kwargs)
-
-    async def adecide(
-        self,
-        operation: Callable[Concatenate[Any, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """As `decide`, for a coroutine."""
+        if not on_spare:
+            await self.spare.agive_back()
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         started = self._enter()
@@ -172,12 +163,12 @@ class Backend:
                 if self._failing:
                     await self.client.ping()
                 try:
-                    result = await operation(self.client, *args, **kwargs)
+                    result = await operation(self.client, *args)
                 except _CONNECTION_ERRORS as error:
                     if not self._may_retry(error, started, queued_again=True):
                         raise
                     await _adrop_idle_connections(self.client)
-                    result = await operation(self.client, *args, **kwargs)
+                    result = await operation(self.client, *args)
         except Exception as error:
             raise self._failed(error) from error
         except BaseException:
@@ -221,6 +212,10 @@ class Backend:
         self.unchecked_credentials = None
 
     def _failed(self, error: Exception) -> LimiterError:
+        if isinstance(error, ResponseError) and str(error).startswith(_LATE):
+            # Redis answered: no outage, whatever the request's fate.
+            self._answered()
+            return LateRequest(str(error))
         self._failing = self._ping_first
         self._breaker.record_failure()
         place = self.unchecked_credentials

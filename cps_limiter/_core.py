@@ -16,13 +16,15 @@ from typing import Any, NamedTuple
 from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, adaptive_key
 from ._backend import Backend
 from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
+from ._clock import HostClock
 from ._connect import is_cluster
 from ._decision import Decision
-from ._errors import BackendUnavailable, ConfigurationError
+from ._errors import BackendUnavailable, ConfigurationError, LateRequest
 from ._failure import DEFAULT_PEERS, FAIL_OPEN, FailurePolicy
 from ._scripts import ACQUIRE, parse_reply, strategy_source
 from ._strategies import Strategy
 from ._validation import key_part, non_negative_int, non_negative_number
+from ._wire import direct_pool
 
 logger = logging.getLogger("cps_limiter")
 
@@ -72,14 +74,16 @@ class Request(NamedTuple):
     max_wait: float
     mode: str
 
-    @property
-    def evalsha(self) -> tuple[str | int, ...]:
+    def evalsha(self, clock_offset_ms: int) -> tuple[str | int, ...]:
         """The arguments of EVALSHA: sha, number of keys, keys, then the script's ARGV. Built
-        when the request is sent, so that a denial served from the cache never builds them."""
+        when the request is sent, so that a denial served from the cache never builds them;
+        ``clock_offset_ms`` puts the deadline on Redis's clock (`_clock.HostClock`)."""
         # The caller gives up on a request long before this; a server that stalled and resumes
         # refuses it rather than grant capacity nobody will use.
         deadline = (
-            str(time.time_ns() // 1_000_000 + REQUEST_LIFETIME_MS) if self.mode == ACQUIRE else "0"
+            str(time.time_ns() // 1_000_000 + clock_offset_ms + REQUEST_LIFETIME_MS)
+            if self.mode == ACQUIRE
+            else "0"
         )
         return (*self.head, repr(self.max_wait), self.mode, deadline, *self.tail)
 
@@ -139,6 +143,8 @@ class LimiterCore:
         )
         breaker = CircuitBreaker(failure_threshold, recovery_time)
         self._backend = Backend(client, breaker, deadline=self._deadline(decision_timeout))
+        self._pool = direct_pool(client)
+        self._clock = HostClock()
         self._cluster = is_cluster(client)
         # EVALSHA is called directly, not through redis-py's Script, whose per-call work
         # (an import, tuple copies, a Pipeline check) is a noticeable part of a decision.
@@ -254,6 +260,13 @@ class LimiterCore:
                 until = now + min(decision.retry_after, DENY_CACHE_SECONDS)
                 self._denials[request.base] = _Denial(now, until, request.need, decision)
         return replace(decision, waited=wait) if wait else decision
+
+    @staticmethod
+    def _not_the_clock(late: LateRequest) -> BackendUnavailable:
+        """A request Redis ran late though the host's clock agrees with it: Redis stalled."""
+        error = BackendUnavailable(f"Redis unavailable ({late})")
+        error.__cause__ = late
+        return error
 
     def _unavailable(self, request: Request, error: BackendUnavailable) -> Decision:
         return self._failure.decide(

@@ -17,3 +17,8 @@ class ConfigurationError(LimiterError, ValueError):
 
 class BackendUnavailable(LimiterError):
     """Redis could not be reached or did not answer in time (raised when fail_mode="closed")."""
+
+
+class LateRequest(LimiterError):
+    """Redis ran a request after the deadline the request carried: either a stalled server ran
+    it late, or the host's clock is behind Redis's (internal; the limiter tells the two apart)."""

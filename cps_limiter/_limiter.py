@@ -7,8 +7,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from redis.exceptions import NoScriptError
-
 from ._adaptive import (
     HealthReport,
     cap_arguments,
@@ -22,12 +20,12 @@ from ._adaptive import (
 from ._connect import sync_client
 from ._core import Request, split_options
 from ._decision import Decision
-from ._errors import BackendUnavailable, ConfigurationError
+from ._errors import BackendUnavailable, ConfigurationError, LateRequest
 from ._multi import SyncRules
 from ._scripts import ACQUIRE, PEEK, RESET
 from ._strategies import Strategy
 from ._telemetry import observed
-from ._wire import direct_pool, evalsha
+from ._wire import evalsha
 
 T = TypeVar("T")
 
@@ -127,25 +125,27 @@ class Limiter(SyncRules):
         return self.run(lambda client: read_cap(client, base))
 
     def _call(self, request: Request) -> Decision:
+        backend = self._backend
         try:
-            reply = self._backend.decide(self._script, request.evalsha)
+            try:
+                reply = backend.call(
+                    evalsha,
+                    self._pool,
+                    request.evalsha(self._clock.offset_ms),
+                    backend.spare,
+                    self._source,
+                    on_spare=True,
+                )
+            except LateRequest as late:
+                reply = self._resend(late, self._source, request.evalsha, backend.spare)
         except BackendUnavailable as error:
             return self._unavailable(request, error)
         return self._decided(request, reply)
 
-    def _script(self, client: Any, arguments: tuple[str | int, ...]) -> Any:
-        pool = direct_pool(client)
-        try:
-            return evalsha(client, pool, arguments, self._backend.spare)
-        except NoScriptError:
-            # A restarted or flushed server (or a new cluster node) has lost the script.
-            client.script_load(self._source)
-            return evalsha(client, pool, arguments, self._backend.spare)
-
     def close(self) -> None:
         """Give back the connection kept between decisions; close the client if this limiter
         made it (from_url)."""
-        self._backend.spare.release()
+        self._backend.spare.give_back()
         if self._owns_client:
             self._client.close()
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from ._adaptive import adaptive_key
+from ._clock import aread_time, read_time
 from ._core import REQUEST_LIFETIME_MS, LimiterCore
-from ._errors import BackendUnavailable
+from ._errors import BackendUnavailable, LateRequest
 from ._rules import (
     LEASES_SCRIPT,
     RULES_SCRIPT,
@@ -35,12 +34,15 @@ from ._rules import (
 from ._scripts import lua_source, strategy_source
 from ._telemetry import Observation
 from ._validation import key_part
+from ._wire import Spare, aevalsha, evalsha
 
 RULES_SOURCE = strategy_source(RULES_SCRIPT)
 RULES_SHA = hashlib.sha1(RULES_SOURCE.encode(), usedforsecurity=False).hexdigest()
 LEASES_SOURCE = lua_source(LEASES_SCRIPT)
 LEASES_SHA = hashlib.sha1(LEASES_SOURCE.encode(), usedforsecurity=False).hexdigest()
 OBSERVED_NAME = "rules"
+Arguments = Callable[[int], tuple[str | int, ...]]
+"""A request's EVALSHA arguments for a host clock this many milliseconds behind Redis's."""
 
 
 class RulesCore(LimiterCore):
@@ -52,7 +54,7 @@ class RulesCore(LimiterCore):
 
     def lease_key(self, scope: str | None = None) -> str:
         """The ZSET of a `Concurrency` rule's leases on ``scope``: ``ZREM <key> <lease id>``
-        releases one from any client."""
+        frees one from any client."""
         return lease_key(self.rules_base(scope))
 
     def _rules_request(
@@ -119,29 +121,53 @@ class SyncRules(RulesCore):
             decision = _waited(decision, first)
         return decision
 
-    def release(self, scope: str | None, *lease_ids: str) -> int:
-        """Release leases of the `Concurrency` rule on ``scope`` by id, from any process; how
-        many were live. Raises `BackendUnavailable` when Redis fails (a lease not released
+    def free(self, scope: str | None, *lease_ids: str) -> int:
+        """Free leases of the `Concurrency` rule on ``scope`` by id, from any process; how
+        many were live. Raises `BackendUnavailable` when Redis fails (a lease not freed
         expires by itself)."""
         key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
         if not ids:
             return 0
         return int(self._backend.call(lambda client: client.zrem(key, *ids)))
 
+    release = free
+    """The name `free` had first, kept for its callers."""
+
     def leases_held(self, scope: str | None = None) -> tuple[int, float]:
         """The live leases on ``scope``, and the seconds until the next one expires."""
-        key = self.lease_key(scope)
-        reply = self._backend.call(_run_script, LEASES_SHA, LEASES_SOURCE, key)
+        arguments = (LEASES_SHA, 1, self.lease_key(scope))
+        reply = self._backend.call(evalsha, None, arguments, None, LEASES_SOURCE)
         return int(reply[0]), float(reply[1])
 
     def _rules_call(self, request: RulesRequest, max_wait: float) -> tuple[RulesDecision, float]:
-        evalsha = request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS)
+        def arguments(clock_offset_ms: int) -> tuple[str | int, ...]:
+            return request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS + clock_offset_ms)
+
         try:
-            reply = self._backend.call(_evalsha, RULES_SOURCE, evalsha)
+            try:
+                first = arguments(self._clock.offset_ms)
+                reply = self._backend.call(evalsha, None, first, None, RULES_SOURCE)
+            except LateRequest as late:
+                reply = self._resend(late, RULES_SOURCE, arguments, None)
         except BackendUnavailable as error:
             decision = self._rules_unavailable(request, max_wait, error)
             return decision, decision.waited
         return self._rules_decided(request, reply)
+
+    def _resend(
+        self, late: LateRequest, source: str, arguments: Arguments, spare: Spare | None
+    ) -> Any:
+        """The reply to a request Redis ran late, sent once more with its deadline on Redis's
+        clock; `BackendUnavailable` when the host's clock was not the cause."""
+        if not self._clock.learned(self._backend.call(read_time)):
+            raise self._not_the_clock(late)
+        again = arguments(self._clock.offset_ms)
+        try:
+            return self._backend.call(
+                evalsha, self._pool, again, spare, source, on_spare=spare is not None
+            )
+        except LateRequest as still:
+            raise self._not_the_clock(still) from still
 
 
 class AsyncRules(RulesCore):
@@ -172,54 +198,53 @@ class AsyncRules(RulesCore):
             decision = _waited(decision, first)
         return decision
 
-    async def release(self, scope: str | None, *lease_ids: str) -> int:
-        """As `Limiter.release`."""
+    async def free(self, scope: str | None, *lease_ids: str) -> int:
+        """As `Limiter.free`."""
         key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
         if not ids:
             return 0
         return int(await self._backend.acall(lambda client: client.zrem(key, *ids)))
 
+    release = free
+    """The name `free` had first, kept for its callers."""
+
     async def leases_held(self, scope: str | None = None) -> tuple[int, float]:
         """As `Limiter.leases_held`."""
-        key = self.lease_key(scope)
-        reply = await self._backend.acall(_run_script_async, LEASES_SHA, LEASES_SOURCE, key)
+        arguments = (LEASES_SHA, 1, self.lease_key(scope))
+        reply = await self._backend.acall(aevalsha, None, arguments, None, LEASES_SOURCE)
         return int(reply[0]), float(reply[1])
 
     async def _rules_call(
         self, request: RulesRequest, max_wait: float
     ) -> tuple[RulesDecision, float]:
-        evalsha = request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS)
+        def arguments(clock_offset_ms: int) -> tuple[str | int, ...]:
+            return request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS + clock_offset_ms)
+
         try:
-            reply = await self._backend.acall(_evalsha_async, RULES_SOURCE, evalsha)
+            try:
+                first = arguments(self._clock.offset_ms)
+                reply = await self._backend.acall(aevalsha, None, first, None, RULES_SOURCE)
+            except LateRequest as late:
+                reply = await self._resend(late, RULES_SOURCE, arguments, None)
         except BackendUnavailable as error:
             decision = self._rules_unavailable(request, max_wait, error)
             return decision, decision.waited
         return self._rules_decided(request, reply)
 
+    async def _resend(
+        self, late: LateRequest, source: str, arguments: Arguments, spare: Spare | None
+    ) -> Any:
+        """As `Limiter._resend`."""
+        if not self._clock.learned(await self._backend.acall(aread_time)):
+            raise self._not_the_clock(late)
+        again = arguments(self._clock.offset_ms)
+        try:
+            return await self._backend.acall(
+                aevalsha, self._pool, again, spare, source, on_spare=spare is not None
+            )
+        except LateRequest as still:
+            raise self._not_the_clock(still) from still
+
 
 def _waited(decision: RulesDecision, seconds: float) -> RulesDecision:
     return replace(decision, waited=seconds)
-
-
-def _evalsha(client: Any, source: str, evalsha: tuple[str | int, ...]) -> Any:
-    try:
-        return client.evalsha(*evalsha)
-    except NoScriptError:
-        client.script_load(source)
-        return client.evalsha(*evalsha)
-
-
-async def _evalsha_async(client: Any, source: str, evalsha: tuple[str | int, ...]) -> Any:
-    try:
-        return await client.evalsha(*evalsha)
-    except NoScriptError:
-        await client.script_load(source)
-        return await client.evalsha(*evalsha)
-
-
-def _run_script(client: Any, sha: str, source: str, key: str) -> Any:
-    return _evalsha(client, source, (sha, 1, key))
-
-
-async def _run_script_async(client: Any, sha: str, source: str, key: str) -> Any:
-    return await _evalsha_async(client, source, (sha, 1, key))

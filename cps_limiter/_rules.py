@@ -33,10 +33,10 @@ MAX_LEASE_ID_LENGTH = 200
 @dataclass(frozen=True, slots=True)
 class Concurrency:
     """At most ``limit`` leases held at once; each lives ``ttl`` seconds on the Redis clock after
-    its permit's moment unless released first, so a crashed holder's lease frees itself.
+    its permit's moment unless freed first, so a crashed holder's lease frees itself.
 
     The leases of scope ``s`` are the ZSET ``{prefix}:{s}:leases`` (member: the lease id, score:
-    its expiry in unix milliseconds); ``ZREM <key> <id>`` releases one from any client.
+    its expiry in unix milliseconds); ``ZREM <key> <id>`` frees one from any client.
     """
 
     limit: int
@@ -131,8 +131,10 @@ class RulesRequest:
     """Whether rule 1 is the limiter's own limit on its own keys: only then is what Redis said
     of it what a later outage should share."""
 
-    def evalsha(self, sha: str, max_wait: float, lifetime_ms: int) -> tuple[str | int, ...]:
-        deadline = str(time.time_ns() // 1_000_000 + lifetime_ms)
+    def evalsha(self, sha: str, max_wait: float, ahead_ms: int) -> tuple[str | int, ...]:
+        """EVALSHA's arguments, with a deadline ``ahead_ms`` after the host's clock reads now
+        (the request's lifetime, plus how far the host's clock is behind Redis's)."""
+        deadline = str(time.time_ns() // 1_000_000 + ahead_ms)
         n, permits, partial, _, _, *rest = self.arguments
         head: tuple[str | int, ...] = (sha, len(self.keys), *self.keys)
         return (*head, n, permits, partial, repr(max_wait), deadline, *rest)
@@ -235,7 +237,7 @@ def parse(request: RulesRequest, reply: Sequence[bytes | str | int]) -> tuple[Ru
 
 def failed_open(request: RulesRequest, decision: Decision) -> RulesDecision:
     """The limiter's fail-mode decision as a `RulesDecision`: leases granted without Redis are
-    not recorded anywhere, so there is nothing to release."""
+    not recorded anywhere, so there is nothing to free."""
     return RulesDecision(
         allowed=decision.allowed,
         granted=decision.granted,

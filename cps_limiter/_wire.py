@@ -11,6 +11,7 @@ keeps the plain path. Errors are redis-py's own, so `_backend` translates them a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import weakref
@@ -18,9 +19,10 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 EVALSHA = "EVALSHA"
+EVAL = "EVAL"
 
 
 def _takes_no_command_name(pool_class: Any) -> bool:
@@ -62,7 +64,8 @@ class Spare:
     The spare never outlives trouble: a call that fails on its connection closes the spare
     too, as it has likely died the same way (an idle flow a NAT dropped, a restarted server),
     so that the retry opens a fresh connection; a forked child never uses its parent's.
-    `release` gives it back to its pool, and a limiter's close calls it.
+    `give_back` gives it back to its pool, as a limiter's close does, and `dropped` as a
+    limiter collected unclosed does.
     """
 
     __slots__ = ("__weakref__", "_kept")
@@ -94,7 +97,7 @@ class Spare:
         return True
 
     def drain(self) -> list[tuple[Any, Any]]:
-        """Every connection kept, no longer kept: the caller closes or releases them."""
+        """Every connection kept, no longer kept: the caller closes them or gives them back."""
         drained = []
         # Pop by pop rather than swapping the list: a thread keeping its connection at the
         # same moment would append to the list swapped out, and that connection would never
@@ -106,15 +109,34 @@ class Spare:
                 break
         return drained
 
-    def release(self) -> None:
+    def give_back(self) -> None:
         """Give a sync spare back to its pool."""
         for pool, connection in self.drain():
             pool.release(connection)
 
-    async def arelease(self) -> None:
+    async def agive_back(self) -> None:
         """Give an asyncio spare back to its pool."""
         for pool, connection in self.drain():
             await pool.release(connection)
+
+    def dropped(self) -> None:
+        """Give the spare back for a limiter collected without being closed: limiters made per
+        request on a shared client would otherwise each keep a connection out of its pool.
+
+        An asyncio pool gives back in a coroutine, run on this thread's loop; with no loop
+        running here, the connection's own loop is gone or elsewhere, and nothing is safe to
+        do with it."""
+        for pool, connection in self.drain():
+            if not isinstance(pool, redis.asyncio.ConnectionPool):
+                pool.release(connection)
+                continue
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                continue
+            task = loop.create_task(pool.release(connection))
+            _GIVING_BACK.add(task)
+            task.add_done_callback(_GIVING_BACK.discard)
 
     def close(self) -> None:
         """Close a sync spare and give it back: it has likely died as the one that failed."""
@@ -133,6 +155,9 @@ class Spare:
 
 
 _SPARES: weakref.WeakSet[Spare] = weakref.WeakSet()
+_GIVING_BACK: set[asyncio.Task[None]] = set()
+"""The asyncio give-backs of dropped limiters under way: the loop keeps only weak references
+to its tasks."""
 
 
 def _forget_spares() -> None:
@@ -146,20 +171,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_spares)
 
 
-def evalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: Spare) -> Any:
-    """EVALSHA's raw reply, on ``spare`` or a connection of ``pool`` (from `direct_pool`) when
-    there is one, or redis-py's error."""
-    if pool is None or _instrumented(type(client)):
-        return client.evalsha(*evalsha_args)
+def evalsha(
+    client: Any, pool: Any, arguments: tuple[str | int, ...], spare: Spare | None, source: str
+) -> Any:
+    """The raw reply of EVALSHA ``arguments`` (sha first), or redis-py's error; the script is
+    ``source``, which Redis is sent once more when it has lost the script. On ``spare`` or a
+    connection of ``pool`` (from `direct_pool`) when there is one, else through redis-py."""
+    if spare is None or pool is None or _instrumented(type(client)):
+        try:
+            return client.evalsha(*arguments)
+        except NoScriptError:
+            return client.eval(source, *arguments[1:])
     connection = spare.take(pool)
     if connection is None:
         connection = pool.get_connection() if _SYNC_BARE else pool.get_connection(EVALSHA)
     try:
-        connection.send_packed_command(connection.pack_command(EVALSHA, *evalsha_args))
-        reply = connection.read_response()
+        try:
+            connection.send_packed_command(connection.pack_command(EVALSHA, *arguments))
+            reply = connection.read_response()
+        except NoScriptError:
+            # On the connection in hand: with a pool of one, no other would come free.
+            connection.send_packed_command(connection.pack_command(EVAL, source, *arguments[1:]))
+            reply = connection.read_response()
     except ResponseError:
         # A whole error reply was read: the connection is in step and goes back as it is.
-        _give_back(spare, pool, connection)
+        _keep_or_give_back(spare, pool, connection)
         raise
     except BaseException:
         # Anything else may have left a reply unread, or half a command sent.
@@ -167,39 +203,48 @@ def evalsha(client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: 
         pool.release(connection)
         spare.close()
         raise
-    _give_back(spare, pool, connection)
+    _keep_or_give_back(spare, pool, connection)
     return reply
 
 
-def _give_back(spare: Spare, pool: Any, connection: Any) -> None:
+def _keep_or_give_back(spare: Spare, pool: Any, connection: Any) -> None:
     if not spare.keep(pool, connection):
         pool.release(connection)
 
 
 async def aevalsha(
-    client: Any, pool: Any, evalsha_args: tuple[str | int, ...], spare: Spare
+    client: Any, pool: Any, arguments: tuple[str | int, ...], spare: Spare | None, source: str
 ) -> Any:
     """As `evalsha`, on an asyncio client; a cancelled call disconnects its connection."""
-    if pool is None or _instrumented(type(client)):
-        return await client.evalsha(*evalsha_args)
+    if spare is None or pool is None or _instrumented(type(client)):
+        try:
+            return await client.evalsha(*arguments)
+        except NoScriptError:
+            return await client.eval(source, *arguments[1:])
     connection = spare.take(pool)
     if connection is None:
         connection = await (pool.get_connection() if _ASYNC_BARE else pool.get_connection(EVALSHA))
     try:
-        await connection.send_packed_command(connection.pack_command(EVALSHA, *evalsha_args))
-        reply = await connection.read_response()
+        try:
+            await connection.send_packed_command(connection.pack_command(EVALSHA, *arguments))
+            reply = await connection.read_response()
+        except NoScriptError:
+            await connection.send_packed_command(
+                connection.pack_command(EVAL, source, *arguments[1:])
+            )
+            reply = await connection.read_response()
     except ResponseError:
-        await _agive_back(spare, pool, connection)
+        await _akeep_or_give_back(spare, pool, connection)
         raise
     except BaseException:
         await connection.disconnect(nowait=True)
         await pool.release(connection)
         await spare.aclose()
         raise
-    await _agive_back(spare, pool, connection)
+    await _akeep_or_give_back(spare, pool, connection)
     return reply
 
 
-async def _agive_back(spare: Spare, pool: Any, connection: Any) -> None:
+async def _akeep_or_give_back(spare: Spare, pool: Any, connection: Any) -> None:
     if not spare.keep(pool, connection):
         await pool.release(connection)

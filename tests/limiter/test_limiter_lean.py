@@ -118,7 +118,7 @@ def test_a_direct_call_that_fails_disconnects_its_connection_before_giving_it_ba
 
     monkeypatch.setattr(redis.connection.Connection, "read_response", broken)
     with pytest.raises(RuntimeError):
-        _wire.evalsha(client, pool, ("0" * 40, 0), _wire.Spare())
+        _wire.evalsha(client, pool, ("0" * 40, 0), _wire.Spare(), "return 0")
     monkeypatch.undo()
     (connection,) = pool._available_connections
     assert connection._sock is None

@@ -11,6 +11,7 @@ import pytest
 
 from cps_limiter import (
     AdaptivePolicy,
+    AsyncLimiter,
     BackendUnavailable,
     Concurrency,
     ConfigurationError,
@@ -279,3 +280,8 @@ def test_another_process_releases_a_lease_by_id(redis_url: str, prefix: str) -> 
         )
         assert out.stdout.strip() == "1"
         assert limiter.acquire_all(rules, 1, leases=["call-y"]).allowed
+
+
+def test_release_is_kept_as_the_old_name_of_free() -> None:
+    assert Limiter.release is Limiter.free
+    assert AsyncLimiter.release is AsyncLimiter.free
