@@ -167,7 +167,7 @@ def free_leases(ledger: Ledger, limiter: Limiter, leases: Sequence[tuple[str, st
         by_scope.setdefault(scope, []).append(lease)
     for scope, ids in by_scope.items():
         try:
-            limiter.release(scope, *ids)
+            limiter.free(scope, *ids)
         except BackendUnavailable as error:
             ledger.redis_down(
                 logging.ERROR,
