@@ -32,7 +32,7 @@ from cps_limiter import (
 
 from ._ledger import Ledger
 from ._logging import log_event
-from ._report import NOT_GRANTED_ERROR
+from ._outcome import NOT_GRANTED_ERROR
 from ._tasks import DialTask
 
 CAMPAIGN_FULL_ERROR: Final = "campaign at maxConcurrentCalls: no call slot free"

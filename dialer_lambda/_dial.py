@@ -25,7 +25,7 @@ from ._claims import task_identity
 from ._invocation import Invocation, Parts
 from ._ledger import Ledger, State
 from ._logging import LOGGER_NAME, log_event
-from ._report import FAIL_CLOSED_ERROR, TOO_LATE_ERROR, TaskStatus
+from ._outcome import FAIL_CLOSED_ERROR, TOO_LATE_ERROR, TaskStatus
 from ._version import __version__
 from ._worker import DialOutcome, DialStatus
 

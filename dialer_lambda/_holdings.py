@@ -15,7 +15,7 @@ from cps_limiter import BackendUnavailable
 from ._campaigns import free_leases
 from ._invocation import Invocation, Parts
 from ._ledger import Holdings, Ledger
-from ._report import FAIL_CLOSED_ERROR, TaskStatus
+from ._outcome import FAIL_CLOSED_ERROR, TaskStatus
 
 DUPLICATE_MESSAGE: Final = "task already dialed or being dialed; skipped"
 

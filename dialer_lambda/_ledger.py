@@ -22,7 +22,7 @@ from typing import Any, Final
 from cps_limiter import Decision
 
 from ._logging import log_event
-from ._report import TaskOutcome, TaskStatus
+from ._outcome import TaskOutcome, TaskStatus
 from ._tasks import DialTask, Reported
 from ._worker import DialOutcome
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from opentelemetry import trace
 
@@ -15,16 +13,12 @@ from cps_limiter import Decision, RateLimitExceeded
 
 from ._logging import log_event
 from ._metrics import BatchMetrics
+from ._outcome import TaskStatus
 from ._tally import counts_in_decisions, tallied
 
 if TYPE_CHECKING:
     from ._invocation import Invocation, Parts
     from ._ledger import Ledger
-
-
-TOO_LATE_ERROR: Final = "no time left to dial before the invocation's deadline"
-NOT_GRANTED_ERROR: Final = "no CPS permit within the wait budget"
-FAIL_CLOSED_ERROR: Final = "Redis unavailable and CPS_FAIL_MODE=closed: not dialed"
 
 
 class BatchError(TypedDict):
@@ -45,28 +39,6 @@ class BatchResult(TypedDict):
     duplicates: int
     errors: list[BatchError]
     batchItemFailures: list[BatchItemFailure]
-
-
-class TaskStatus(StrEnum):
-    """The counts of the result, named as its keys."""
-
-    SUCCESSFUL = "successful"
-    FAILED = "failed"
-    RATE_LIMITED = "rateLimited"
-    DUPLICATE = "duplicates"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskOutcome:
-    """What became of one task; ``retry`` puts it in ``batchItemFailures``."""
-
-    status: TaskStatus
-    error: str | None = None
-    retry: bool = False
-
-    def __post_init__(self) -> None:
-        if self.status is TaskStatus.FAILED and not self.error:
-            raise ValueError("a failed task needs an error")
 
 
 def result_of(ledger: Ledger) -> BatchResult:

@@ -136,6 +136,12 @@ class RuntimeProcess:
                 )
             return list(self._out)
 
+    def signal(self, number: int) -> None:
+        """Send signal ``number`` to the runtime client (SIGKILL: the sandbox reclaimed,
+        SIGSTOP and SIGCONT: the environment frozen and thawed)."""
+        assert self._process is not None
+        self._process.send_signal(number)
+
     def stop(self) -> None:
         if self._process is None:
             return

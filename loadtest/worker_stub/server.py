@@ -44,7 +44,7 @@ class WorkerStub:
         check_health(cpu_percent, answer_rate)
         self.call_ends = call_ends
         self.honour_keys = honour_keys
-        self._placed_keys: set[str] = set()
+        self._placed_keys: set[str | None] = set()
         self._initial = (behaviour or Behaviour(), cpu_percent, answer_rate)
         self._lock = threading.Lock()
         self._default = self._initial[0]
@@ -191,13 +191,13 @@ class WorkerStub:
     # used by the request handler
 
     def _admit(
-        self, arrived: float, body: Mapping[str, object], key: str | None = None
+        self, arrived: float, body: Mapping[str, object], idempotency: str | None = None
     ) -> tuple[Call, Behaviour]:
         """Decide what to do with one dial and record it, under one lock."""
         phone = body.get("phoneNumber")
         with self._lock:
-            if self.honour_keys and key is not None and key in self._placed_keys:
-                call = Call(arrived, time.monotonic(), Outcome.OK, 0.0, body, key, repeat=True)
+            if self.honour_keys and idempotency in self._placed_keys:
+                call = Call(arrived, time.monotonic(), Outcome.OK, 0.0, body, idempotency, True)
                 self._calls.append(call)
                 return call, self._default
             key = phone if isinstance(phone, str) and phone in self._per_phone else None
@@ -205,10 +205,10 @@ class WorkerStub:
             number = self._sequence.get(key, 0) + 1
             self._sequence[key] = number
             delay, outcome = behaviour.plan(number)
-            call = Call(arrived, time.monotonic(), outcome, delay, body, key)
+            call = Call(arrived, time.monotonic(), outcome, delay, body, idempotency)
             self._calls.append(call)
-            if call.placed and key is not None:
-                self._placed_keys.add(key)
+            if call.placed and idempotency is not None:
+                self._placed_keys.add(idempotency)
         return call, behaviour
 
     def _record_bad_request(self, arrived: float) -> None:

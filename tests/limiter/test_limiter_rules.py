@@ -83,6 +83,21 @@ def test_a_full_concurrency_rule_denies_until_a_lease_is_released(
     assert limiter.peek().remaining == TRUNK.limit - 3
 
 
+def test_a_rules_call_sent_again_finds_its_own_lease_held_by_it(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(TRUNK, patient=True)
+    rules = [Rule(TRUNK), Rule(Concurrency(2, ttl=60), CAMPAIGN)]
+    limiter.acquire_all(rules, 1, leases=["other"])
+    limiter.acquire_all(rules, 1, leases=["mine"])  # its reply came late: the call is resent
+
+    again = limiter.acquire_all(rules, 1, leases=["mine"])
+
+    assert again.leases == ("mine",)
+    assert limiter.leases_held(CAMPAIGN)[0] == 2
+    assert not limiter.acquire_all(rules, 1, leases=["third"]).allowed
+
+
 def test_a_lease_expires_by_itself_on_the_redis_clock(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(TRUNK, patient=True)
     rules = [Rule(TRUNK), Rule(Concurrency(1, ttl=0.2), CAMPAIGN)]
