@@ -7,7 +7,7 @@ LOWEST_VENV ?= .venv-lowest
 LOWEST := constraints/lowest.txt
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-$(shell cat pyproject.toml $(LOWEST) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast test-lowest lint typecheck pytest bench loadtest clean
+.PHONY: demo test test-fast test-lowest lint typecheck pytest bench loadtest chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ pytest: $(STAMP)
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(redis|httpx|opentelemetry-(api|sdk)|tzdata)=='
 	$(LOWEST_VENV)/bin/pytest -q
+
+# Thousands of fault-injection schedules (tests/dialer/test_dialer_chaos.py): one fault at one
+# boundary of a batch each, redelivered until nothing is left. `make test` runs hundreds.
+CHAOS_SCHEDULES ?= 5000
+chaos: $(STAMP)
+	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) $(VENV)/bin/pytest -q -s --timeout 3600 tests/dialer/test_dialer_chaos.py
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench

@@ -20,7 +20,7 @@ from loadtest.worker_stub import WorkerStub
 from tests.support.chaos import BOUNDARIES, Schedule
 from tests.support.chaos_run import Verdict, run_schedule
 
-SCHEDULES = int(os.environ.get("CHAOS_SCHEDULES", "240"))
+SCHEDULES = int(os.environ.get("CHAOS_SCHEDULES", "160"))
 PARALLEL = 16
 
 
@@ -48,6 +48,19 @@ def _run_all(redis_server: RedisServer, stub: WorkerStub) -> list[Verdict]:
         return list(pool.map(lambda s: run_schedule(s, redis_server.port, stub), schedules))
 
 
+def _summary(verdicts: list[Verdict], worker: str) -> None:
+    faults = Counter(v.schedule.fault for v in verdicts)
+    deliveries = Counter(v.deliveries for v in verdicts)
+    twice = Counter(v.schedule.boundary for v in verdicts if v.twice)
+    print(
+        f"\n{worker}: {len(verdicts)} schedules, {sum(not v.problems for v in verdicts)} kept "
+        f"every promise; faults {dict(sorted(faults.items()))}; deliveries until nothing was "
+        f"left {dict(sorted(deliveries.items()))}; tasks placed "
+        f"{sum(v.placed.total() for v in verdicts)}; schedules with a task placed twice "
+        f"{sum(twice.values())}, by where the container died: {dict(sorted(twice.items()))}"
+    )
+
+
 def _report(verdicts: list[Verdict]) -> str:
     broken = [v for v in verdicts if v.problems]
     lines = [f"{len(broken)} of {len(verdicts)} schedules broke a promise"]
@@ -59,6 +72,7 @@ def test_every_fault_at_every_boundary_places_each_task_once(
     redis_server: RedisServer, honouring_stub: WorkerStub
 ) -> None:
     verdicts = _run_all(redis_server, honouring_stub)
+    _summary(verdicts, "a worker honouring the key")
 
     assert not any(v.problems for v in verdicts), _report(verdicts)
     covered = {(v.schedule.boundary, v.schedule.fault) for v in verdicts}
@@ -71,7 +85,6 @@ def test_with_the_seeds_worker_a_task_is_placed_twice_only_when_its_container_di
     redis_server: RedisServer, seed_worker: WorkerStub
 ) -> None:
     verdicts = _run_all(redis_server, seed_worker)
+    _summary(verdicts, "the seed's worker")
 
     assert not any(v.problems for v in verdicts), _report(verdicts)
-    twice = Counter(v.schedule.boundary for v in verdicts if v.twice)
-    print(f"placed twice, by the boundary where the container died: {dict(twice)}")

@@ -50,6 +50,8 @@ class Verdict:
     """Tasks placed whose claim was still pending when the process died: the window between
     sending the POST and recording it."""
     placed_call_ids: set[str] = field(default_factory=set)
+    history: list[str] = field(default_factory=list)
+    """What each delivery came to, for the report of a broken promise."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -111,6 +113,12 @@ def run_schedule(schedule: Schedule, redis_port: int, stub: WorkerStub) -> Verdi
             result = _deliver(with_faults(dialer, injector), [tasks[m] for m in due], verdict)
             if result is None and injector.dead:
                 verdict.died_unrecorded |= _pending_placed(client, stub, campaign, claim_prefix)
+            verdict.history.append(
+                "died"
+                if result is None
+                else f"{result['successful']}s/{result['duplicates']}d/{result['failed']}f/"
+                f"{result['rateLimited']}r/{len(result['batchItemFailures'])}back"
+            )
             injector.armed, injector.dead = False, False
             if result is None:
                 _check_accounted(verdict, None, due)
@@ -177,7 +185,10 @@ def _check_worker(verdict: Verdict, stub: WorkerStub, campaign: str, keys: dict[
             verdict.placed_call_ids.add(str(call.call_id))
     unexplained = verdict.twice - verdict.died_unrecorded
     if unexplained:
-        verdict.problems.append(f"placed twice: {sorted(unexplained)}")
+        verdict.problems.append(
+            f"placed twice: {len(unexplained)} (died unrecorded: {len(verdict.died_unrecorded)}, "
+            f"deliveries {verdict.history})"
+        )
     if stub.honour_keys and verdict.twice:
         verdict.problems.append(f"placed twice through a worker honouring the key: {verdict.twice}")
     never = [m for m, key in keys.items() if verdict.placed[key] == 0]
