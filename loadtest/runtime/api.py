@@ -94,6 +94,7 @@ class _State:
     init_errors: list[InitError] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     polls: int = 0
+    first_poll_ms: int | None = None
     stopping: bool = False
 
 
@@ -215,6 +216,12 @@ class RuntimeApi:
         with self._changed:
             return self._state.polls
 
+    @property
+    def init_done_ms(self) -> int | None:
+        """Unix milliseconds of the first ``/next``: when the runtime's init phase ended."""
+        with self._changed:
+            return self._state.first_poll_ms
+
     def _wait(self, found: Callable[[_State], _T | None], timeout: float, missing: str) -> _T:
         with self._changed:
             result: _T | None = None
@@ -239,6 +246,8 @@ class RuntimeApi:
     def serve_next(self) -> tuple[Invocation, int, int] | None:
         with self._changed:
             self._state.polls += 1
+            if self._state.first_poll_ms is None:
+                self._state.first_poll_ms = now_ms()
             if self._state.in_flight:
                 self._state.violations.append(
                     f"/next while {sorted(self._state.in_flight)} had not ended"
