@@ -13,4 +13,5 @@ def report_line(config: pytest.Config, line: str) -> None:
 
 
 def reported_lines(config: pytest.Config) -> list[str]:
-    return list(config.stash.get(_LINES, []))
+    lines: list[str] = config.stash.get(_LINES, [])
+    return list(lines)
