@@ -64,13 +64,10 @@ class Podman:
             *args,
         ]  # fmt: skip
 
-    def run(
-        self, *args: str, stdin: bytes | None = None, timeout: float = 600
-    ) -> subprocess.CompletedProcess[bytes]:
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
         completed = subprocess.run(
             self.command(*args),
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
             check=False,

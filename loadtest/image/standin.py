@@ -84,7 +84,8 @@ def standin_base(podman: Podman) -> str:
             _import(podman, rootfs, image)
         for stale in podman.tags(REPOSITORY):
             if stale != image:
-                podman.run("rmi", stale)
+                # --force: the last project image built on it goes too, rebuilt on the new one.
+                podman.run("rmi", "--force", stale)
     return image
 
 
@@ -97,6 +98,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _build_rootfs(rootfs: Path, log: Path) -> None:
+    if os.geteuid() != 0:
+        raise PermissionError("debootstrap and chroot build the stand-in base as root only")
     mirror = os.environ.get(MIRROR_VARIABLE) or DEFAULT_MIRROR
     _step(
         [

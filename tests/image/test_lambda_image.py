@@ -76,7 +76,13 @@ DESCRIBE_TASK_ROOT = textwrap.dedent(
         "requires": {name: d.requires or [] for name, d in dists.items()},
         "unowned": unowned,
         "markers": markers,
-        "leftovers": [p for p in ("/src", "/dist", "/tmp/dist") if os.path.exists(p)],
+        # The build stage's sources and wheel; an empty mount point may stay, a file may not.
+        "leftovers": [
+            os.path.join(folder, name)
+            for top in ("/src", "/dist", "/tmp")
+            for folder, _, names in os.walk(top)
+            for name in names
+        ],
     }))
     """
 )
