@@ -74,7 +74,7 @@ class Podman:
         )
         if completed.returncode != 0:
             output = (completed.stdout + completed.stderr).decode(errors="replace")
-            raise PodmanError(f"podman {' '.join(args[:2])} failed:\n{output[-6000:]}")
+            raise PodmanError(f"podman {args[0]} failed:\n{output[-6000:]}")
         return completed
 
     def exists(self, image: str) -> bool:

@@ -201,8 +201,15 @@ class RuntimeApi:
         )
 
     def wait_init_done(self, timeout: float = DEFAULT_WAIT_SECONDS) -> None:
-        """Return once the runtime asked for its first event: its init phase is over."""
-        self._wait(lambda state: state.polls or None, timeout, "no /next")
+        """Return once the runtime asked for its first event: its init phase is over
+        (`RuntimeError` at once if it failed instead)."""
+
+        def ended(state: _State) -> int | InitError | None:
+            return state.polls or (state.init_errors[0] if state.init_errors else None)
+
+        found = self._wait(ended, timeout, "no /next")
+        if isinstance(found, InitError):
+            raise RuntimeError(f"init failed: {found.body.decode(errors='replace')}")
 
     @property
     def violations(self) -> list[str]:

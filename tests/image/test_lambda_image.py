@@ -181,7 +181,7 @@ def test_the_init_phase_takes_under_two_seconds(
 ) -> None:
     """From the container's process start to the runtime's first ``/next``: the import of the
     handler's module and the clients it builds, as Lambda bills the init phase."""
-    runtime.api.wait_init_done(timeout=120)
+    runtime.api.wait_init_done(timeout=60)
     done_ms = runtime.api.init_done_ms
     assert done_ms is not None
     assert runtime.started_ms is not None
