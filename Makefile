@@ -7,7 +7,7 @@ LOWEST_VENV ?= .venv-lowest
 LOWEST := constraints/lowest.txt
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-$(shell cat pyproject.toml $(LOWEST) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast test-lowest lint typecheck pytest bench loadtest chaos clean
+.PHONY: demo test test-fast test-lowest image-test lint typecheck pytest bench loadtest chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,14 +36,20 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m 'not server' -n 4 --dist loadfile
 
+# The image check is a run of its own (make image-test): it needs podman, runc and debootstrap.
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m 'not image'
 
 # The suite once more, on the oldest versions a user may have (docs/dependencies.md): the floors
 # in pyproject.toml are a promise only while this passes.
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(redis|httpx|opentelemetry-(api|sdk)|tzdata)=='
-	$(LOWEST_VENV)/bin/pytest -q
+	$(LOWEST_VENV)/bin/pytest -q -m 'not image'
+
+# The Dockerfile built with podman on a stand-in Lambda base (kept in $$CPS_IMAGE_CACHE, by
+# default ~/.cache/cps-limiter/image) and run as Lambda runs it (docs/deployment.md).
+image-test: $(STAMP)
+	$(VENV)/bin/pytest -q -m image tests/image
 
 # Thousands of fault-injection schedules (tests/dialer/test_dialer_chaos.py): one fault at one
 # boundary of a batch each, redelivered until nothing is left. `make test` runs hundreds.

@@ -14,6 +14,7 @@ import redis
 import cps_limiter
 from cps_limiter import AsyncLimiter, FixedWindow, Limiter, SlidingWindow, Strategy, TokenBucket
 from loadtest.servers import RedisServer
+from tests.support.report import reported_lines
 
 STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "fixed": lambda limit: FixedWindow(limit),
@@ -210,7 +211,7 @@ SERVER_FIXTURES = frozenset(
 )
 """Fixtures that start a redis-server (or a cluster of them): tests that use one, directly or
 through another fixture, are left out of the fast lane."""
-SERVER_FOLDERS = frozenset({"reliability", "tooling"})
+SERVER_FOLDERS = frozenset({"reliability", "tooling", "image"})
 """Folders whose tests start servers, subprocesses or builds of their own."""
 SERVER_MODULES = frozenset(
     {"test_simulate", "test_runtime_client", "test_limiter_cli", "test_dialer_config"}
@@ -236,3 +237,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if needs_server:
             item.add_marker(pytest.mark.server)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = reported_lines(config)
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

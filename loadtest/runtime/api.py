@@ -94,6 +94,7 @@ class _State:
     init_errors: list[InitError] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     polls: int = 0
+    first_poll_ms: int | None = None
     stopping: bool = False
 
 
@@ -200,8 +201,15 @@ class RuntimeApi:
         )
 
     def wait_init_done(self, timeout: float = DEFAULT_WAIT_SECONDS) -> None:
-        """Return once the runtime asked for its first event: its init phase is over."""
-        self._wait(lambda state: state.polls or None, timeout, "no /next")
+        """Return once the runtime asked for its first event: its init phase is over
+        (`RuntimeError` at once if it failed instead)."""
+
+        def ended(state: _State) -> int | InitError | None:
+            return state.polls or (state.init_errors[0] if state.init_errors else None)
+
+        found = self._wait(ended, timeout, "no /next")
+        if isinstance(found, InitError):
+            raise RuntimeError(f"init failed: {found.body.decode(errors='replace')}")
 
     @property
     def violations(self) -> list[str]:
@@ -214,6 +222,12 @@ class RuntimeApi:
         """How many ``/next`` requests arrived: the first one means init is over."""
         with self._changed:
             return self._state.polls
+
+    @property
+    def init_done_ms(self) -> int | None:
+        """Unix milliseconds of the first ``/next``: when the runtime's init phase ended."""
+        with self._changed:
+            return self._state.first_poll_ms
 
     def _wait(self, found: Callable[[_State], _T | None], timeout: float, missing: str) -> _T:
         with self._changed:
@@ -239,6 +253,8 @@ class RuntimeApi:
     def serve_next(self) -> tuple[Invocation, int, int] | None:
         with self._changed:
             self._state.polls += 1
+            if self._state.first_poll_ms is None:
+                self._state.first_poll_ms = now_ms()
             if self._state.in_flight:
                 self._state.violations.append(
                     f"/next while {sorted(self._state.in_flight)} had not ended"

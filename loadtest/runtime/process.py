@@ -76,6 +76,9 @@ class RuntimeProcess:
             **env,
         }
         self.handler = handler
+        self.argv: list[str] = [sys.executable, "-m", "awslambdaric", handler]
+        """What is started: a subclass runs the same client elsewhere (in a container)."""
+        self.cwd: Path = REPO_ROOT
         self.started_ms: int | None = None
         """Unix milliseconds just before the process was started."""
         self._process: subprocess.Popen[bytes] | None = None
@@ -89,8 +92,8 @@ class RuntimeProcess:
             raise RuntimeError("a RuntimeProcess starts once")
         self.started_ms = now_ms()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "awslambdaric", self.handler],
-            cwd=REPO_ROOT,
+            self.argv,
+            cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
