@@ -155,7 +155,7 @@ class Backend:
                     return await operation(self.client, *args)
 
     def __enter__(self) -> float:
-        """One call's accounting, the same for `call` and `acall`: the breaker's leave, the
+        """One call's accounting, the same for `call` and `acall`: the breaker's say, the
         calls in flight, and what an error means; gives the moment the call started."""
         if not self._breaker.allow():
             raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
