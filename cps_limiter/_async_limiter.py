@@ -1,9 +1,10 @@
-"""AsyncLimiter: `Limiter` for asyncio; all but its calls to Redis is `LimiterCore`'s."""
+"""AsyncLimiter: the asyncio I/O layer; all but its calls to Redis is `LimiterCore`'s and
+`RulesCore`'s."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -17,13 +18,16 @@ from ._adaptive import (
     set_cap,
     write_health,
 )
+from ._clock import aread_time
 from ._connect import async_client, is_memory
 from ._core import Request, split_options
 from ._credentials import where
 from ._decision import Decision
 from ._errors import BackendUnavailable, LateRequest
-from ._multi import AsyncRules
+from ._multi import RulesCore, held
+from ._rules import Rule, RulesDecision
 from ._scripts import ACQUIRE, PEEK, RESET
+from ._steps import Call, Run, Step, Steps
 from ._strategies import Strategy
 from ._telemetry import Observation
 from ._validation import positive_number
@@ -38,11 +42,14 @@ MEMORY_DECISION_TIMEOUT = 5.0
 """The AsyncLimiter's deadline on memory://, where nothing can stall but a busy machine."""
 
 
-class AsyncLimiter(AsyncRules):
+class AsyncLimiter(RulesCore):
     """`Limiter` for asyncio, on ``redis.asyncio`` clients; methods are coroutines.
 
     Each call to Redis also has a deadline of ``decision_timeout`` seconds (0.2 by default).
     """
+
+    _evalsha = staticmethod(aevalsha)
+    _read_time = staticmethod(aread_time)
 
     @classmethod
     def _deadline(cls, decision_timeout: float | None) -> float:
@@ -120,23 +127,54 @@ class AsyncLimiter(AsyncRules):
         base = self.key_base(scope)
         return await self.run(lambda client: read_cap_async(client, base))
 
+    async def acquire_all(
+        self,
+        rules: Sequence[Rule],
+        permits: int = 1,
+        *,
+        partial: bool = False,
+        max_wait: float = 0.0,
+        leases: Sequence[str] = (),
+    ) -> RulesDecision:
+        """As `Limiter.acquire_all`."""
+        return await self._run(self._acquire_all(rules, permits, partial, max_wait, leases))
+
+    async def free(self, scope: str | None, *lease_ids: str) -> int:
+        """As `Limiter.free`."""
+        key, ids = self._lease_ids(scope, lease_ids)
+        return int(await self.run(lambda client: client.zrem(key, *ids))) if ids else 0
+
+    release = free
+    """The name `free` had first, kept for its callers."""
+
+    async def leases_held(self, scope: str | None = None) -> tuple[int, float]:
+        """As `Limiter.leases_held`."""
+        return held(await self._make(self._leases_call(scope)))
+
     async def _call(self, request: Request) -> Decision:
-        backend = self._backend
+        arguments = request.evalsha(self._clock.offset_ms)
+        spare = self._backend.spare
         try:
-            try:
-                reply = await backend.acall(
-                    aevalsha,
-                    self._pool,
-                    request.evalsha(self._clock.offset_ms),
-                    backend.spare,
-                    self._source,
-                    on_spare=True,
-                )
-            except LateRequest as late:
-                reply = await self._resend(late, self._source, request.evalsha, backend.spare)
-        except BackendUnavailable as error:
-            return self._unavailable(request, error)
+            reply = await self._backend.acall(
+                aevalsha, self._pool, arguments, spare, self._source, on_spare=True
+            )
+        except (LateRequest, BackendUnavailable) as error:
+            return await self._run(self._recovered(request, error))
         return self._decided(request, reply)
+
+    async def _run(self, steps: Steps[T]) -> T:
+        """As `Limiter._run`."""
+        run = Run(steps)
+        while not run.done:
+            with run:
+                run.reply = await self._make(run.step)
+        return run.value
+
+    async def _make(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return await self._backend.acall(step.operation, *step.args, on_spare=step.on_spare)
+        await asyncio.sleep(step)
+        return None
 
     async def aclose(self) -> None:
         """As `Limiter.close`."""

@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import redis
@@ -126,28 +127,15 @@ class Backend:
         and its caller share one."""
         if not on_spare:
             self.spare.give_back()
-        if not self._breaker.allow():
-            raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
-        started = self._enter()
-        try:
+        with self as started:
             if self._failing:
                 self.client.ping()
             try:
-                result = operation(self.client, *args)
+                return operation(self.client, *args)
             except _CONNECTION_ERRORS as error:
-                if not self._may_retry(error, started, queued_again=False):
-                    raise
+                self._retry_or_raise(error, started, queued_again=False)
                 _drop_idle_connections(self.client)
-                result = operation(self.client, *args)
-        except Exception as error:
-            raise self._failed(error) from error
-        except BaseException:
-            self._breaker.record_abandoned()
-            raise
-        finally:
-            self._leave()
-        self._answered()
-        return result
+                return operation(self.client, *args)
 
     async def acall(
         self, operation: Callable[..., Awaitable[T]], *args: Any, on_spare: bool = False
@@ -155,38 +143,44 @@ class Backend:
         """As `call`, for a coroutine, which also fails when the deadline passes."""
         if not on_spare:
             await self.spare.agive_back()
-        if not self._breaker.allow():
-            raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
-        started = self._enter()
-        try:
+        with self as started:
             async with asyncio.timeout(self._deadline):
                 if self._failing:
                     await self.client.ping()
                 try:
-                    result = await operation(self.client, *args)
+                    return await operation(self.client, *args)
                 except _CONNECTION_ERRORS as error:
-                    if not self._may_retry(error, started, queued_again=True):
-                        raise
+                    self._retry_or_raise(error, started, queued_again=True)
                     await _adrop_idle_connections(self.client)
-                    result = await operation(self.client, *args)
-        except Exception as error:
-            raise self._failed(error) from error
-        except BaseException:
-            self._breaker.record_abandoned()
-            raise
-        finally:
-            self._leave()
-        self._answered()
-        return result
+                    return await operation(self.client, *args)
 
-    def _enter(self) -> float:
+    def __enter__(self) -> float:
+        """One call's accounting, the same for `call` and `acall`: the breaker's say, the
+        calls in flight, and what an error means; gives the moment the call started."""
+        if not self._breaker.allow():
+            raise BackendUnavailable(f"Redis unavailable ({CIRCUIT_OPEN})")
         with self._in_flight_lock:
             self._in_flight += 1
         return time.monotonic()
 
-    def _leave(self) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         with self._in_flight_lock:
             self._in_flight -= 1
+        if error is None:
+            self._answered()
+        elif isinstance(error, Exception):
+            raise self._failed(error) from error
+        else:
+            self._breaker.record_abandoned()
+
+    def _retry_or_raise(self, error: Exception, started: float, *, queued_again: bool) -> None:
+        if not self._may_retry(error, started, queued_again=queued_again):
+            raise error
 
     def _may_retry(self, error: Exception, started: float, *, queued_again: bool) -> bool:
         """Whether a call that failed on its connection is sent once more, on a fresh one.

@@ -1,9 +1,10 @@
-"""Limiter: the executor on a sync client; all but its calls to Redis is `LimiterCore`'s."""
+"""Limiter: the sync I/O layer; all but its calls to Redis is `LimiterCore`'s and
+`RulesCore`'s."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -17,12 +18,15 @@ from ._adaptive import (
     set_cap,
     write_health,
 )
+from ._clock import read_time
 from ._connect import sync_client
 from ._core import Request, split_options
 from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError, LateRequest
-from ._multi import SyncRules
+from ._multi import RulesCore, held
+from ._rules import Rule, RulesDecision
 from ._scripts import ACQUIRE, PEEK, RESET
+from ._steps import Call, Run, Step, Steps
 from ._strategies import Strategy
 from ._telemetry import observed
 from ._wire import evalsha
@@ -30,13 +34,16 @@ from ._wire import evalsha
 T = TypeVar("T")
 
 
-class Limiter(SyncRules):
+class Limiter(RulesCore):
     """A rate limiter on a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client.
 
     Every decision is one atomic script on the Redis server clock. With ``fail_mode="open"``
     (the default) a Redis that errs or times out yields an allowed Decision with
     ``fail_open=True``; with ``"closed"`` it raises `BackendUnavailable`.
     """
+
+    _evalsha = staticmethod(evalsha)
+    _read_time = staticmethod(read_time)
 
     @classmethod
     def _deadline(cls, decision_timeout: float | None) -> None:
@@ -124,23 +131,60 @@ class Limiter(SyncRules):
         base = self.key_base(scope)
         return self.run(lambda client: read_cap(client, base))
 
+    def acquire_all(
+        self,
+        rules: Sequence[Rule],
+        permits: int = 1,
+        *,
+        partial: bool = False,
+        max_wait: float = 0.0,
+        leases: Sequence[str] = (),
+    ) -> RulesDecision:
+        """``permits`` under every rule at once, all or nothing (with ``partial=True``, the
+        longest run every rule allows): one script, one round trip, and a rule that denies
+        leaves nothing taken from the others. A `Concurrency` rule takes one lease per permit,
+        named by ``leases``. A paced rule reserves slots within ``max_wait``; otherwise a
+        denial that ends within ``max_wait`` is slept through and asked again."""
+        return self._run(self._acquire_all(rules, permits, partial, max_wait, leases))
+
+    def free(self, scope: str | None, *lease_ids: str) -> int:
+        """Free leases of the `Concurrency` rule on ``scope`` by id, from any process; how
+        many were live. Raises `BackendUnavailable` when Redis fails (a lease not freed
+        expires by itself)."""
+        key, ids = self._lease_ids(scope, lease_ids)
+        return int(self.run(lambda client: client.zrem(key, *ids))) if ids else 0
+
+    release = free
+    """The name `free` had first, kept for its callers."""
+
+    def leases_held(self, scope: str | None = None) -> tuple[int, float]:
+        """The live leases on ``scope``, and the seconds until the next one expires."""
+        return held(self._make(self._leases_call(scope)))
+
     def _call(self, request: Request) -> Decision:
-        backend = self._backend
+        arguments = request.evalsha(self._clock.offset_ms)
+        spare = self._backend.spare
         try:
-            try:
-                reply = backend.call(
-                    evalsha,
-                    self._pool,
-                    request.evalsha(self._clock.offset_ms),
-                    backend.spare,
-                    self._source,
-                    on_spare=True,
-                )
-            except LateRequest as late:
-                reply = self._resend(late, self._source, request.evalsha, backend.spare)
-        except BackendUnavailable as error:
-            return self._unavailable(request, error)
+            reply = self._backend.call(
+                evalsha, self._pool, arguments, spare, self._source, on_spare=True
+            )
+        except (LateRequest, BackendUnavailable) as error:
+            return self._run(self._recovered(request, error))
         return self._decided(request, reply)
+
+    def _run(self, steps: Steps[T]) -> T:
+        """A procedure's result, each of its steps made here (`_steps`)."""
+        run = Run(steps)
+        while not run.done:
+            with run:
+                run.reply = self._make(run.step)
+        return run.value
+
+    def _make(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return self._backend.call(step.operation, *step.args, on_spare=step.on_spare)
+        time.sleep(step)
+        return None
 
     def close(self) -> None:
         """Give back the connection kept between decisions; close the client if this limiter

@@ -1,21 +1,20 @@
-"""Decisions over several rules, and leases, for `Limiter` and `AsyncLimiter`.
+"""Decisions over several rules, leases, and the procedures `Limiter` and `AsyncLimiter` share.
 
-`RulesCore` builds the call and reads the reply; `SyncRules` and `AsyncRules` differ only in
-the call to Redis and in how they wait, as the limiters do.
+`RulesCore` builds each call and reads each reply, and holds every procedure of more than
+one step (`_steps`); the two limiters only make the steps, each with its own I/O.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 from ._adaptive import adaptive_key
-from ._clock import aread_time, read_time
-from ._core import REQUEST_LIFETIME_MS, LimiterCore
+from ._core import REQUEST_LIFETIME_MS, LimiterCore, Request
+from ._decision import Decision
 from ._errors import BackendUnavailable, LateRequest
 from ._rules import (
     LEASES_SCRIPT,
@@ -32,9 +31,10 @@ from ._rules import (
     wait_arguments,
 )
 from ._scripts import lua_source, strategy_source
+from ._steps import Call, Steps
 from ._telemetry import Observation
 from ._validation import key_part
-from ._wire import Spare, aevalsha, evalsha
+from ._wire import Spare
 
 RULES_SOURCE = strategy_source(RULES_SCRIPT)
 RULES_SHA = hashlib.sha1(RULES_SOURCE.encode(), usedforsecurity=False).hexdigest()
@@ -46,6 +46,11 @@ Arguments = Callable[[int], tuple[str | int, ...]]
 
 
 class RulesCore(LimiterCore):
+    _evalsha: ClassVar[Callable[..., Any]]
+    """`_wire.evalsha` or its asyncio twin: what a `Call` of a script runs."""
+    _read_time: ClassVar[Callable[..., Any]]
+    """`_clock.read_time` or its asyncio twin."""
+
     def rules_base(self, scope: str | None = None) -> str:
         """The name a rule's keys on ``scope`` start with (on a cluster, all under the prefix's
         hash tag)."""
@@ -80,6 +85,82 @@ class RulesCore(LimiterCore):
         decided = self._failure.decide(request.permits, request.need, max_wait, True, error)
         return failed_open(request, decided)
 
+    def _lease_ids(self, scope: str | None, lease_ids: Sequence[str]) -> tuple[str, list[str]]:
+        return self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
+
+    def _leases_call(self, scope: str | None) -> Call:
+        arguments = (LEASES_SHA, 1, self.lease_key(scope))
+        return Call(self._evalsha, (None, arguments, None, LEASES_SOURCE))
+
+    def _acquire_all(
+        self,
+        rules: Sequence[Rule],
+        permits: int,
+        partial: bool,
+        max_wait: float,
+        leases: Sequence[str],
+    ) -> Steps[RulesDecision]:
+        request = self._rules_request(rules, permits, partial, leases)
+        deadline = time.monotonic() + wait_arguments(max_wait)
+        with Observation(OBSERVED_NAME, permits) as seen:
+            while True:
+                left = max(deadline - time.monotonic(), 0.0)
+                decision, first = yield from self._rules_call(request, left)
+                again = self._again(decision, deadline)
+                if again is None:
+                    break
+                yield again
+            seen.decision = decision
+        if first:
+            yield first
+            decision = replace(decision, waited=first)
+        return decision
+
+    def _rules_call(
+        self, request: RulesRequest, max_wait: float
+    ) -> Steps[tuple[RulesDecision, float]]:
+        def arguments(clock_offset_ms: int) -> tuple[str | int, ...]:
+            return request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS + clock_offset_ms)
+
+        try:
+            try:
+                first = arguments(self._clock.offset_ms)
+                reply = yield Call(self._evalsha, (None, first, None, RULES_SOURCE))
+            except LateRequest as late:
+                reply = yield from self._resend(late, RULES_SOURCE, arguments, None)
+        except BackendUnavailable as error:
+            decision = self._rules_unavailable(request, max_wait, error)
+            return decision, decision.waited
+        return self._rules_decided(request, reply)
+
+    def _recovered(
+        self, request: Request, error: LateRequest | BackendUnavailable
+    ) -> Steps[Decision]:
+        """The decision on a request whose call failed: the fail mode's, or, when Redis ran it
+        late, its reply once sent again (`_resend`)."""
+        if isinstance(error, BackendUnavailable):
+            return self._unavailable(request, error)
+        spare = self._backend.spare
+        try:
+            reply = yield from self._resend(error, self._source, request.evalsha, spare)
+        except BackendUnavailable as unavailable:
+            return self._unavailable(request, unavailable)
+        return self._decided(request, reply)
+
+    def _resend(
+        self, late: LateRequest, source: str, arguments: Arguments, spare: Spare | None
+    ) -> Steps[Any]:
+        """The reply to a request Redis ran late, sent once more with its deadline on Redis's
+        clock; `BackendUnavailable` when the host's clock was not the cause."""
+        if not self._clock.learned((yield Call(self._read_time, ()))):
+            raise self._not_the_clock(late)
+        again = arguments(self._clock.offset_ms)
+        on_spare = spare is not None
+        try:
+            return (yield Call(self._evalsha, (self._pool, again, spare, source), on_spare))
+        except LateRequest as still:
+            raise self._not_the_clock(still) from still
+
     @staticmethod
     def _again(decision: RulesDecision, deadline: float) -> float | None:
         """Seconds to sleep before asking again, when the denial ends within ``max_wait``."""
@@ -89,162 +170,6 @@ class RulesCore(LimiterCore):
         return decision.retry_after if 0.0 < decision.retry_after <= left else None
 
 
-class SyncRules(RulesCore):
-    def acquire_all(
-        self,
-        rules: Sequence[Rule],
-        permits: int = 1,
-        *,
-        partial: bool = False,
-        max_wait: float = 0.0,
-        leases: Sequence[str] = (),
-    ) -> RulesDecision:
-        """``permits`` under every rule at once, all or nothing (with ``partial=True``, the
-        longest run every rule allows): one script, one round trip, and a rule that denies
-        leaves nothing taken from the others. A `Concurrency` rule takes one lease per permit,
-        named by ``leases``. A paced rule reserves slots within ``max_wait``; otherwise a
-        denial that ends within ``max_wait`` is slept through and asked again."""
-        request = self._rules_request(rules, permits, partial, leases)
-        wait = wait_arguments(max_wait)
-        deadline = time.monotonic() + wait
-        with Observation(OBSERVED_NAME, permits) as seen:
-            while True:
-                left = max(deadline - time.monotonic(), 0.0)
-                decision, first = self._rules_call(request, left)
-                again = self._again(decision, deadline)
-                if again is None:
-                    break
-                time.sleep(again)
-            seen.decision = decision
-        if first:
-            time.sleep(first)
-            decision = _waited(decision, first)
-        return decision
-
-    def free(self, scope: str | None, *lease_ids: str) -> int:
-        """Free leases of the `Concurrency` rule on ``scope`` by id, from any process; how
-        many were live. Raises `BackendUnavailable` when Redis fails (a lease not freed
-        expires by itself)."""
-        key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
-        if not ids:
-            return 0
-        return int(self._backend.call(lambda client: client.zrem(key, *ids)))
-
-    release = free
-    """The name `free` had first, kept for its callers."""
-
-    def leases_held(self, scope: str | None = None) -> tuple[int, float]:
-        """The live leases on ``scope``, and the seconds until the next one expires."""
-        arguments = (LEASES_SHA, 1, self.lease_key(scope))
-        reply = self._backend.call(evalsha, None, arguments, None, LEASES_SOURCE)
-        return int(reply[0]), float(reply[1])
-
-    def _rules_call(self, request: RulesRequest, max_wait: float) -> tuple[RulesDecision, float]:
-        def arguments(clock_offset_ms: int) -> tuple[str | int, ...]:
-            return request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS + clock_offset_ms)
-
-        try:
-            try:
-                first = arguments(self._clock.offset_ms)
-                reply = self._backend.call(evalsha, None, first, None, RULES_SOURCE)
-            except LateRequest as late:
-                reply = self._resend(late, RULES_SOURCE, arguments, None)
-        except BackendUnavailable as error:
-            decision = self._rules_unavailable(request, max_wait, error)
-            return decision, decision.waited
-        return self._rules_decided(request, reply)
-
-    def _resend(
-        self, late: LateRequest, source: str, arguments: Arguments, spare: Spare | None
-    ) -> Any:
-        """The reply to a request Redis ran late, sent once more with its deadline on Redis's
-        clock; `BackendUnavailable` when the host's clock was not the cause."""
-        if not self._clock.learned(self._backend.call(read_time)):
-            raise self._not_the_clock(late)
-        again = arguments(self._clock.offset_ms)
-        try:
-            return self._backend.call(
-                evalsha, self._pool, again, spare, source, on_spare=spare is not None
-            )
-        except LateRequest as still:
-            raise self._not_the_clock(still) from still
-
-
-class AsyncRules(RulesCore):
-    async def acquire_all(
-        self,
-        rules: Sequence[Rule],
-        permits: int = 1,
-        *,
-        partial: bool = False,
-        max_wait: float = 0.0,
-        leases: Sequence[str] = (),
-    ) -> RulesDecision:
-        """As `Limiter.acquire_all`."""
-        request = self._rules_request(rules, permits, partial, leases)
-        wait = wait_arguments(max_wait)
-        deadline = time.monotonic() + wait
-        with Observation(OBSERVED_NAME, permits) as seen:
-            while True:
-                left = max(deadline - time.monotonic(), 0.0)
-                decision, first = await self._rules_call(request, left)
-                again = self._again(decision, deadline)
-                if again is None:
-                    break
-                await asyncio.sleep(again)
-            seen.decision = decision
-        if first:
-            await asyncio.sleep(first)
-            decision = _waited(decision, first)
-        return decision
-
-    async def free(self, scope: str | None, *lease_ids: str) -> int:
-        """As `Limiter.free`."""
-        key, ids = self.lease_key(scope), [lease_id(lease) for lease in lease_ids]
-        if not ids:
-            return 0
-        return int(await self._backend.acall(lambda client: client.zrem(key, *ids)))
-
-    release = free
-    """The name `free` had first, kept for its callers."""
-
-    async def leases_held(self, scope: str | None = None) -> tuple[int, float]:
-        """As `Limiter.leases_held`."""
-        arguments = (LEASES_SHA, 1, self.lease_key(scope))
-        reply = await self._backend.acall(aevalsha, None, arguments, None, LEASES_SOURCE)
-        return int(reply[0]), float(reply[1])
-
-    async def _rules_call(
-        self, request: RulesRequest, max_wait: float
-    ) -> tuple[RulesDecision, float]:
-        def arguments(clock_offset_ms: int) -> tuple[str | int, ...]:
-            return request.evalsha(RULES_SHA, max_wait, REQUEST_LIFETIME_MS + clock_offset_ms)
-
-        try:
-            try:
-                first = arguments(self._clock.offset_ms)
-                reply = await self._backend.acall(aevalsha, None, first, None, RULES_SOURCE)
-            except LateRequest as late:
-                reply = await self._resend(late, RULES_SOURCE, arguments, None)
-        except BackendUnavailable as error:
-            decision = self._rules_unavailable(request, max_wait, error)
-            return decision, decision.waited
-        return self._rules_decided(request, reply)
-
-    async def _resend(
-        self, late: LateRequest, source: str, arguments: Arguments, spare: Spare | None
-    ) -> Any:
-        """As `Limiter._resend`."""
-        if not self._clock.learned(await self._backend.acall(aread_time)):
-            raise self._not_the_clock(late)
-        again = arguments(self._clock.offset_ms)
-        try:
-            return await self._backend.acall(
-                aevalsha, self._pool, again, spare, source, on_spare=spare is not None
-            )
-        except LateRequest as still:
-            raise self._not_the_clock(still) from still
-
-
-def _waited(decision: RulesDecision, seconds: float) -> RulesDecision:
-    return replace(decision, waited=seconds)
+def held(reply: Any) -> tuple[int, float]:
+    """`leases_held`'s answer from the leases script's reply."""
+    return int(reply[0]), float(reply[1])
