@@ -4,6 +4,7 @@ endpoints (``POST /_control``, ``GET``/``DELETE /_calls``, ``GET /health``, ``GE
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -33,6 +34,12 @@ class StubServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], stub: WorkerStub) -> None:
         self.stub = stub
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up mid-request is the client's business (a dial cut at its
+        deadline, a container killed): one traceback each on stderr would drown the rest."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

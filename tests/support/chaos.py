@@ -47,6 +47,10 @@ BOUNDARIES: dict[str, tuple[str, ...]] = {
     "give_back.reply": ("raise", "delay", "lost", "kill"),
     "result": ("raise", "kill"),
 }
+COMBINATIONS = [(b, f) for b, faults in BOUNDARIES.items() for f in faults]
+OCCURRENCES = {"post": 10, "give_back": 3}
+"""How many times a boundary may be met in a batch: each POST of ten, the marks and the
+give-back; the others once (a second permits call comes only when the first fell short)."""
 LATE_SECONDS = 0.3
 """How late a delayed Redis command reaches the server: past the client's timeout."""
 
@@ -72,13 +76,14 @@ class Schedule:
 
     @classmethod
     def of(cls, seed: int) -> Schedule:
+        """Seeds go round every (boundary, fault) in turn; the rest is drawn from the seed."""
         rng = random.Random(seed)
-        limited = rng.random() < 0.5
-        boundaries = [
-            b for b in BOUNDARIES if not b.startswith("lease" if not limited else "permits")
-        ]
-        boundary = rng.choice(boundaries)
-        return cls(seed, boundary, rng.choice(BOUNDARIES[boundary]), rng.randint(1, 3), limited)
+        boundary, fault = COMBINATIONS[seed % len(COMBINATIONS)]
+        # A campaign with maxConcurrentCalls takes its permits with its lease, in one call.
+        kind = boundary.split(".")[0]
+        limited = kind == "lease" or (kind != "permits" and rng.random() < 0.5)
+        occurrence = rng.randint(1, OCCURRENCES.get(kind, 1))
+        return cls(seed, boundary, fault, occurrence, limited)
 
     def __str__(self) -> str:
         kind = "leased" if self.limited else "plain"
