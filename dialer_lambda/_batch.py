@@ -55,7 +55,8 @@ def run(parts: Parts, event: list[Any], context: Any) -> BatchResult:
             waitBudgetSeconds=round(invocation.budget, 3),
         )
         try:
-            ready = validate(ledger, event, parts.clock())
+            leases = parts.settings.worker_frees_leases
+            ready = validate(ledger, event, parts.clock(), leases=leases)
             dial(ledger, claim(ledger, ready, parts, invocation), parts, invocation)
         except Exception as error:
             log_event(

@@ -69,18 +69,21 @@ class Group:
     """Why what is left of the group is not dialed, once it stops getting permits."""
 
 
-def limits_of(task: DialTask) -> Limits | None:
-    if task.max_concurrent_calls is None and task.max_cps is None:
+def limits_of(task: DialTask, leases: bool) -> Limits | None:
+    """The campaign's limits in force: ``maxConcurrentCalls`` only with ``leases`` (the
+    operator's word that the worker frees them)."""
+    calls = task.max_concurrent_calls if leases else None
+    if calls is None and task.max_cps is None:
         return None
-    return Limits(task.campaign_id, task.max_concurrent_calls, task.max_cps)
+    return Limits(task.campaign_id, calls, task.max_cps)
 
 
-def groups_of(ledger: Ledger, ready: list[int]) -> list[Group]:
+def groups_of(ledger: Ledger, ready: list[int], leases: bool) -> list[Group]:
     """The tasks by campaign limits, in the order they first appear; tasks without limits are
     one group, so that a batch without any takes its permits in one call, as it always has."""
     groups: dict[Limits | None, Group] = {}
     for index in ready:
-        limits = limits_of(ledger.task(index))
+        limits = limits_of(ledger.task(index), leases)
         groups.setdefault(limits, Group(limits)).pending.append(index)
     return list(groups.values())
 
@@ -106,9 +109,9 @@ CALL_IDS: Final = CallIds()
 _CALL_ID_EXTRA: Final = len("call---") + 13
 
 
-def lease_id_problem(task: DialTask) -> str | None:
+def lease_id_problem(task: DialTask, leases: bool) -> str | None:
     """Why the task's callId cannot be a lease id, for a campaign with leases (None: it can)."""
-    if task.max_concurrent_calls is None:
+    if task.max_concurrent_calls is None or not leases:
         return None
     longest = MAX_LEASE_ID_LENGTH - _CALL_ID_EXTRA
     if len(task.campaign_id) + len(task.contact_id) > longest:

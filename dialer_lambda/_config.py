@@ -43,6 +43,9 @@ DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400
 # hour, longer than any call an IVR campaign places, so that a lease never ends while its call
 # goes on, yet a lost release frees its slot the same hour.
 DEFAULT_CALL_MAX_SECONDS = 3600.0
+# Leases only when the operator says the worker frees them: the seed's worker frees nothing, and
+# a lease nobody frees holds its campaign's slot for CALL_MAX_SECONDS (docs/dialer.md).
+DEFAULT_WORKER_FREES_LEASES = False
 DEFAULT_CPS_KEY_PREFIX = "cps"
 DEFAULT_IDEMPOTENCY_KEY_PREFIX = "dialer:claim"
 DEFAULT_SERVICE_NAME = "dialer-worker"
@@ -72,6 +75,7 @@ class Settings:
     rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
     call_max_seconds: float = DEFAULT_CALL_MAX_SECONDS
+    worker_frees_leases: bool = DEFAULT_WORKER_FREES_LEASES
     cps_key_prefix: str = DEFAULT_CPS_KEY_PREFIX
     idempotency_key_prefix: str = DEFAULT_IDEMPOTENCY_KEY_PREFIX
     service_name: str = DEFAULT_SERVICE_NAME
@@ -138,6 +142,9 @@ class Settings:
                 values, "IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL_SECONDS
             ),
             call_max_seconds=_number(values, "CALL_MAX_SECONDS", DEFAULT_CALL_MAX_SECONDS),
+            worker_frees_leases=_boolean(
+                values, "WORKER_FREES_LEASES", DEFAULT_WORKER_FREES_LEASES
+            ),
             cps_key_prefix=values.get("CPS_KEY_PREFIX", DEFAULT_CPS_KEY_PREFIX),
             idempotency_key_prefix=values.get(
                 "IDEMPOTENCY_KEY_PREFIX", DEFAULT_IDEMPOTENCY_KEY_PREFIX
@@ -201,6 +208,19 @@ def _integer(values: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+_TRUE: Final = frozenset({"true", "1", "yes", "on"})
+_FALSE: Final = frozenset({"false", "0", "no", "off"})
+
+
+def _boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = values.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE | _FALSE:
+        return raw.lower() in _TRUE
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
 
 
 def _number(values: Mapping[str, str], name: str, default: float) -> float:

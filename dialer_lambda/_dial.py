@@ -60,7 +60,7 @@ def _take_and_start(
     invocation: Invocation,
     dials: dict[Future[None], int],
 ) -> None:
-    groups = groups_of(ledger, ready)
+    groups = groups_of(ledger, ready, parts.settings.worker_frees_leases)
     parent = otel_context.get_current()
     # Each batch of several campaigns starts with another: the first to ask gets the first slot.
     turn = next(_BATCHES) % len(groups) if groups else 0

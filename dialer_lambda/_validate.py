@@ -11,13 +11,13 @@ from ._ledger import Ledger
 from ._tasks import InvalidTask, parse_task
 
 
-def validate(ledger: Ledger, event: list[Any], now: datetime) -> list[int]:
+def validate(ledger: Ledger, event: list[Any], now: datetime, *, leases: bool) -> list[int]:
     """The tasks that may be dialed now; every other task is ended here."""
     ready: list[int] = []
     for index, raw in enumerate(event):
         try:
             task = parse_task(raw)
-            problem = lease_id_problem(task)
+            problem = lease_id_problem(task, leases)
             if problem is not None:
                 raise InvalidTask([problem])
         except InvalidTask as error:

@@ -147,6 +147,9 @@ class SimulationConfig:
         }
         if self.max_wait is not None:
             env["RATE_LIMIT_MAX_WAIT_SECONDS"] = repr(self.max_wait)
+        if self.call_seconds is not None:
+            # The run's stub frees each lease when its call ends, as docs/dialer.md asks.
+            env["WORKER_FREES_LEASES"] = "true"
         return env
 
 

@@ -24,6 +24,12 @@ SHORT_CALL_MAX = "0.5"
 """CALL_MAX_SECONDS for tests that wait for leases to expire: short, on the Redis clock."""
 
 
+@pytest.fixture(autouse=True)
+def worker_frees_leases(make_dialer: MakeDialer) -> None:
+    """The operator's word that the worker frees each lease: without it no lease is taken."""
+    make_dialer.defaults["WORKER_FREES_LEASES"] = "true"
+
+
 def limited_task(index: int, campaign: str = "campaign-5", **config: Any) -> dict[str, Any]:
     task = make_task(index, campaignId=campaign)
     task["campaign"]["id"] = campaign
@@ -169,7 +175,7 @@ def test_a_malformed_max_concurrent_calls_makes_the_task_invalid(
 def test_the_stub_ends_each_call_after_call_seconds_and_frees_its_lease(memory_url: str) -> None:
     with WorkerStub() as stub:
         factory = MakeDialer(stub.url, memory_url)
-        dialer = factory()
+        dialer = factory(WORKER_FREES_LEASES="true")
         stub.call_ends = ends = CallEnds(dialer.limiter.client, call_seconds=0.1)
         first = dialer.process(full_batch(0, size=FULL + 2), FakeContext())
         ends.wait_idle()

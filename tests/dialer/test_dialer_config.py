@@ -54,6 +54,7 @@ def test_every_setting_is_read() -> None:
             "RATE_LIMIT_MAX_WAIT_SECONDS": "0",
             "IDEMPOTENCY_TTL_SECONDS": "600",
             "SERVICE_NAME": "dialer-staging",
+            "WORKER_FREES_LEASES": "True",
         }
     )
 
@@ -61,6 +62,7 @@ def test_every_setting_is_read() -> None:
     assert (settings.max_cps, settings.strategy, settings.fail_mode) == (25, "sliding", "closed")
     assert (settings.dial_timeout, settings.rate_limit_max_wait) == (2.5, 0.0)
     assert (settings.idempotency_ttl, settings.service_name) == (600, "dialer-staging")
+    assert settings.worker_frees_leases is True
 
 
 @pytest.mark.parametrize(
@@ -90,6 +92,7 @@ def test_every_setting_is_read() -> None:
         ("CPS_KEY_PREFIX", "cps {x}"),
         ("IDEMPOTENCY_KEY_PREFIX", "claims*"),
         ("LOG_LEVEL", "LOUD"),
+        ("WORKER_FREES_LEASES", "maybe"),
     ],
 )
 def test_a_bad_value_is_refused_with_a_message_naming_the_variable(name: str, value: str) -> None:

@@ -96,8 +96,9 @@ def test_no_module_of_the_dialer_imports_another_in_a_circle() -> None:
 
 
 def test_two_attempts_of_one_contact_in_a_leased_batch_are_both_dialed(
-    dialer: Dialer, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
+    dialer = make_dialer(WORKER_FREES_LEASES="true")
     batch = [_leased(make_task(0)), _leased(make_task(0, attempts=1, messageId="m-0b"))]
 
     result = dialer.process(batch, FakeContext())
@@ -107,8 +108,9 @@ def test_two_attempts_of_one_contact_in_a_leased_batch_are_both_dialed(
 
 
 def test_ids_that_would_make_a_lease_id_too_long_fail_that_task_alone(
-    dialer: Dialer, stub: WorkerStub
+    make_dialer: MakeDialer, stub: WorkerStub
 ) -> None:
+    dialer = make_dialer(WORKER_FREES_LEASES="true")
     long_id = "c" * 100
     batch = [_leased(make_task(i)) for i in range(3)]
     batch[1] = _leased(make_task(1, campaignId=long_id, contactId="k" * 100))

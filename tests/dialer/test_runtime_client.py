@@ -15,6 +15,7 @@ import redis
 
 from loadtest.runtime.api import DEFAULT_WAIT_SECONDS, RuntimeApi
 from loadtest.runtime.process import RuntimeProcess, cold_start_seconds
+from loadtest.tasks import seed_task
 from loadtest.worker_stub import WorkerStub
 from tests.support.dialer import make_batch, make_task, phone_of
 from tests.support.emf import emf_lines, line_problems
@@ -169,6 +170,22 @@ def test_thirty_warm_invocations_share_one_redis_connection(
     assert [end.json()["successful"] for end in ends] == [BATCH] * 30
     assert len(after_first) == 1
     assert _named_connections(raw_redis, prefix) == after_first
+
+
+def test_thirty_warm_batches_of_the_seeds_task_dial_300_through_a_worker_freeing_nothing(
+    start_runtime: Callable[..., Runtime], stub: WorkerStub
+) -> None:
+    runtime = start_runtime(MAX_CPS="1000")
+    seed = seed_task(limits=True)  # the seed's task as it is, maxConcurrentCalls 100 included
+    batches = [
+        [{**seed, "contactId": f"seed-{n}-{i}", "messageId": f"seed-{n}-{i}"} for i in range(BATCH)]
+        for n in range(30)
+    ]
+
+    ends = [runtime.api.run(batch) for batch in batches]
+
+    assert [end.json()["successful"] for end in ends] == [BATCH] * 30
+    assert len({call.body["contactId"] for call in stub.calls if call.body}) == 300
 
 
 @pytest.mark.parametrize(

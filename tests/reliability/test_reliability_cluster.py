@@ -298,7 +298,7 @@ def cluster_dialer(on_cluster: MakeDialer) -> Dialer:
 def test_a_full_campaign_on_the_cluster_gets_its_limit_and_its_leases_share_the_trunks_slot(
     on_cluster: MakeDialer, stub: WorkerStub, cluster: LocalCluster, prefix: str
 ) -> None:
-    dialer = on_cluster(MAX_CPS="50", RATE_LIMIT_MAX_WAIT_SECONDS="1")
+    dialer = on_cluster(MAX_CPS="50", RATE_LIMIT_MAX_WAIT_SECONDS="1", WORKER_FREES_LEASES="true")
     batch = make_batch(8)
     for task in batch:
         task["campaign"]["config"]["maxConcurrentCalls"] = 5

@@ -92,6 +92,7 @@ def run_schedule(schedule: Schedule, redis_port: int, stub: WorkerStub) -> Verdi
         rate_limit_max_wait=WAIT_BUDGET,
         idempotency_ttl=IDEMPOTENCY_TTL,
         call_max_seconds=CALL_MAX_SECONDS,
+        worker_frees_leases=True,
         cps_key_prefix=cps_prefix,
         idempotency_key_prefix=claim_prefix,
         log_level="CRITICAL",

@@ -55,6 +55,7 @@ FUNCTION_ENVIRONMENT = (
     "RATE_LIMIT_MAX_WAIT_SECONDS",
     "IDEMPOTENCY_TTL_SECONDS",
     "CALL_MAX_SECONDS",
+    "WORKER_FREES_LEASES",
 )
 AWS_NAMESPACE_PREFIX = "AWS/"
 
@@ -357,6 +358,7 @@ def test_the_redis_url_comes_from_a_parameter_that_is_never_echoed() -> None:
         ("RATE_LIMIT_MAX_WAIT_SECONDS", _config.DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS),
         ("IDEMPOTENCY_TTL_SECONDS", _config.DEFAULT_IDEMPOTENCY_TTL_SECONDS),
         ("CALL_MAX_SECONDS", _config.DEFAULT_CALL_MAX_SECONDS),
+        ("WORKER_FREES_LEASES", str(_config.DEFAULT_WORKER_FREES_LEASES).lower()),
     ],
 )
 def test_the_template_defaults_agree_with_the_code_defaults(variable: str, default: Any) -> None:
