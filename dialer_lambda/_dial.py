@@ -1,4 +1,5 @@
-"""Permits for the whole batch, and each granted task dialed on the pool at once.
+"""Permits for the whole batch, and each granted task handed to the dial pool at once
+(`_send`), its claim marked sent as its dial ends.
 
 One limiter call asks for every task still waiting (``permits=N, partial=True``) and may wait
 for the next slots within the batch's budget; the tasks it grants go to the dial pool while the
@@ -12,28 +13,23 @@ import itertools
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Final
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from cps_limiter import BackendUnavailable, Decision, PacedWindow
 
-from ._campaigns import CALL_IDS, Group, groups_of, take
-from ._claims import task_identity
+from ._campaigns import Group, groups_of, take
 from ._invocation import Invocation, Parts
 from ._ledger import Ledger, State
 from ._logging import LOGGER_NAME, log_event
-from ._outcome import FAIL_CLOSED_ERROR, TOO_LATE_ERROR, TaskStatus
+from ._outcome import FAIL_CLOSED_ERROR, TaskStatus
+from ._send import send_one
 from ._version import __version__
-from ._worker import DialOutcome, DialStatus
 
 tracer = trace.get_tracer(LOGGER_NAME, __version__)
 _BATCHES = itertools.count()
-IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
-"""The same on every delivery of a task (campaign, contact, attempts): a worker that places no
-second call for a key it has placed closes the one window no dialer can close alone."""
 
 
 def dial(ledger: Ledger, ready: list[int], parts: Parts, invocation: Invocation) -> None:
@@ -97,7 +93,7 @@ def _take_and_start(
                 at = first + moment
                 ledger.permitted(index, at, leased=leased)
                 future = parts.executor.submit(
-                    _dial_one, ledger, parts, invocation, index, parent, link, at, spacing
+                    send_one, ledger, parts, invocation, index, parent, link, at, spacing
                 )
                 dials[future] = index
             # With the budget spent, a short grant is the group's last: asking again at once
@@ -188,69 +184,6 @@ def _spacing(parts: Parts, decision: Decision) -> float:
     return strategy.window * (1 + strategy.headroom) / max(decision.limit, 1)
 
 
-def _dial_one(
-    ledger: Ledger,
-    parts: Parts,
-    invocation: Invocation,
-    index: int,
-    parent: otel_context.Context,
-    link: Link | None,
-    at: float,
-    spacing: float,
-) -> None:
-    """Runs on a pool thread from the moment ``at`` (monotonic) on: the span's parent is passed
-    in, as contextvars do not follow work into a ThreadPoolExecutor. Reports to the ledger."""
-    delay = at - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    if spacing:
-        parts.gate.wait_turn(spacing)
-    left = invocation.dials_end - time.monotonic()
-    if left <= 0:
-        # Too late to dial and hear back before the invocation ends: handed back, unsent.
-        ledger.handed_back(index, TaskStatus.RATE_LIMITED, TOO_LATE_ERROR)
-        ledger.log(logging.WARNING, "rate_limited", TOO_LATE_ERROR, task=index, retry=True)
-        return
-    task = ledger.task(index)
-    call_id = ledger.records[index].call_id or CALL_IDS.next(task)
-    command = {
-        "callId": call_id,
-        "phoneNumber": task.phone_number,
-        "campaignId": task.campaign_id,
-        "contactId": task.contact_id,
-        "audioFileUrl": task.audio_file_url,
-        "ivrFlow": task.ivr_flow,
-        "metadata": task.metadata,
-    }
-    with tracer.start_as_current_span(
-        "dialer.dial",
-        context=parent,
-        kind=SpanKind.CLIENT,
-        links=[link] if link is not None else None,
-        attributes={
-            "dialer.call_id": call_id,
-            "dialer.campaign_id": task.campaign_id,
-            "dialer.contact_id": task.contact_id,
-            "dialer.attempts": task.attempts,
-        },
-    ) as span:
-        headers = {
-            IDEMPOTENCY_HEADER: task_identity(task.campaign_id, task.contact_id, task.attempts)
-        }
-        propagate.inject(headers)  # traceparent, when an SDK records this span
-        started = time.monotonic()
-        ledger.sending(index)
-        ledger.note_sent_second(int(time.time()))
-        outcome = parts.worker.dial(command, headers, timeout=left)
-        ledger.dialed(index, outcome)
-        span.set_attribute("dialer.outcome", str(outcome.status))
-        if outcome.http_status is not None:
-            span.set_attribute("http.response.status_code", outcome.http_status)
-        if outcome.status is not DialStatus.SUCCESSFUL:
-            span.set_status(Status(StatusCode.ERROR, outcome.error))
-        _log_dial(ledger, index, outcome, call_id, time.monotonic() - started)
-
-
 def _mark_sent_as_they_end(
     ledger: Ledger, parts: Parts, invocation: Invocation, dials: dict[Future[None], int]
 ) -> None:
@@ -277,24 +210,3 @@ def _mark_sent_as_they_end(
             if not ok:
                 message = "claim taken by another delivery before the send was recorded"
                 ledger.log(logging.ERROR, "claim_lost", message, task=index)
-
-
-def _log_dial(
-    ledger: Ledger, index: int, outcome: DialOutcome, call_id: str, seconds: float
-) -> None:
-    fields = {
-        "callId": call_id,
-        "durationMs": round(seconds * 1000, 1),
-        "httpStatus": outcome.http_status,
-    }
-    if outcome.status is DialStatus.SUCCESSFUL:
-        ledger.log(logging.INFO, "dial_success", "dial command sent", task=index, **fields)
-        return
-    level, event = (
-        (logging.WARNING, "rate_limited")
-        if outcome.status is DialStatus.RATE_LIMITED
-        else (logging.ERROR, "worker_error")
-        if outcome.worker_error
-        else (logging.WARNING, "dial_failure")
-    )
-    ledger.log(level, event, outcome.error or "", task=index, retry=outcome.retry, **fields)
