@@ -55,7 +55,7 @@ image-test: $(STAMP)
 # boundary of a batch each, redelivered until nothing is left. `make test` runs hundreds.
 CHAOS_SCHEDULES ?= 5000
 chaos: $(STAMP)
-	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) $(VENV)/bin/pytest -q -s --timeout 3600 tests/dialer/test_dialer_chaos.py
+	CHAOS_SCHEDULES=$(CHAOS_SCHEDULES) $(VENV)/bin/pytest -q --timeout 7200 tests/dialer/test_dialer_chaos.py
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench

@@ -48,18 +48,19 @@ def _run_all(redis_server: RedisServer, stub: WorkerStub) -> list[Verdict]:
         return list(pool.map(lambda s: run_schedule(s, redis_server.port, stub), schedules))
 
 
-def _summary(verdicts: list[Verdict], worker: str) -> None:
+def _summary(verdicts: list[Verdict], worker: str, capsys: pytest.CaptureFixture[str]) -> None:
     faults = Counter(v.schedule.fault for v in verdicts)
     deliveries = Counter(v.deliveries for v in verdicts)
     twice = Counter(v.schedule.boundary for v in verdicts if v.twice)
     kept, met = sum(not v.problems for v in verdicts), sum(v.fired for v in verdicts)
-    print(
-        f"\n{worker}: {len(verdicts)} schedules ({met} met their fault), {kept} kept every "
-        f"promise; faults {dict(sorted(faults.items()))}; deliveries until nothing was "
-        f"left {dict(sorted(deliveries.items()))}; tasks placed "
-        f"{sum(v.placed.total() for v in verdicts)}; schedules with a task placed twice "
-        f"{sum(twice.values())}, by where the container died: {dict(sorted(twice.items()))}"
-    )
+    with capsys.disabled():
+        print(
+            f"\n{worker}: {len(verdicts)} schedules ({met} met their fault), {kept} kept every "
+            f"promise; faults {dict(sorted(faults.items()))}; deliveries until nothing was "
+            f"left {dict(sorted(deliveries.items()))}; tasks placed "
+            f"{sum(v.placed.total() for v in verdicts)}; schedules with a task placed twice "
+            f"{sum(twice.values())}, by where the container died: {dict(sorted(twice.items()))}"
+        )
 
 
 def _report(verdicts: list[Verdict]) -> str:
@@ -70,10 +71,10 @@ def _report(verdicts: list[Verdict]) -> str:
 
 
 def test_every_fault_at_every_boundary_places_each_task_once(
-    redis_server: RedisServer, honouring_stub: WorkerStub
+    redis_server: RedisServer, honouring_stub: WorkerStub, capsys: pytest.CaptureFixture[str]
 ) -> None:
     verdicts = _run_all(redis_server, honouring_stub)
-    _summary(verdicts, "a worker honouring the key")
+    _summary(verdicts, "a worker honouring the key", capsys)
 
     assert not any(v.problems for v in verdicts), _report(verdicts)
     covered = {(v.schedule.boundary, v.schedule.fault) for v in verdicts}
@@ -83,9 +84,9 @@ def test_every_fault_at_every_boundary_places_each_task_once(
 
 
 def test_with_the_seeds_worker_a_task_is_placed_twice_only_when_its_container_died_unrecorded(
-    redis_server: RedisServer, seed_worker: WorkerStub
+    redis_server: RedisServer, seed_worker: WorkerStub, capsys: pytest.CaptureFixture[str]
 ) -> None:
     verdicts = _run_all(redis_server, seed_worker)
-    _summary(verdicts, "the seed's worker")
+    _summary(verdicts, "the seed's worker", capsys)
 
     assert not any(v.problems for v in verdicts), _report(verdicts)
