@@ -13,6 +13,7 @@ PEEK = "peek"
 RESET = "reset"
 
 
+LIBRARY_CORE = "lib_core.lua"
 ADAPTIVE_PRELUDE = "adaptive.lua"
 GRANT_REPLY_LENGTH = 4
 """The fields of the short reply to a grant that needs no wait; the full reply has 7 or 8."""
@@ -24,6 +25,17 @@ def lua_source(name: str) -> str:
     return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+LIBRARY_PARTS = {
+    "fixed_window.lua": ("lib_windows.lua",),
+    "paced_window.lua": ("lib_windows.lua",),
+    "sliding_window.lua": ("lib_sliding.lua",),
+    "token_bucket.lua": ("lib_gcra.lua",),
+    "rules.lua": ("lib_windows.lua", "lib_gcra.lua", "lib_sliding.lua"),
+}
+"""The library's parts each decision script counts with: each algorithm is written once, in its
+part. A script gets only the parts it uses, since every function a script defines is built
+again on each call."""
+
 GRANT_BLOCKS = {
     "fixed_window.lua": "fixed_window_grant.lua",
     "sliding_window.lua": "sliding_window_grant.lua",
@@ -34,11 +46,12 @@ GRANT_BLOCKS = {
 
 
 def strategy_source(name: str) -> str:
-    """What runs for a strategy: the adaptive prelude, the strategy's grant block if it has
-    one, then the strategy's own script."""
+    """What runs for a strategy: the library's core, the adaptive prelude, the library's parts
+    the script counts with, the strategy's grant block if it has one, then the script itself."""
     block = GRANT_BLOCKS.get(name)
+    parts = (LIBRARY_CORE, ADAPTIVE_PRELUDE, *LIBRARY_PARTS.get(name, ()))
     grant = "" if block is None else lua_source(block)
-    return lua_source(ADAPTIVE_PRELUDE) + grant + lua_source(name)
+    return "".join(lua_source(part) for part in parts) + grant + lua_source(name)
 
 
 def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:

@@ -1,0 +1,84 @@
+-- Library, part 1 of the decision scripts: the constants, the argument positions and the clock
+-- that every decision script shares. Lua has no include, so the limiter prepends the library's
+-- parts it needs to each script (cps_limiter/_scripts.py), as it prepends adaptive.lua; a part
+-- only defines, it reads no key and returns nothing.
+--
+-- KEYS, ARGV  none of its own; the names below say where the scripts' arguments stand
+-- Units       moments on the Redis clock, in microseconds or seconds since EPOCH (as named)
+-- Defines     EPOCH, US, MAX_WINDOWS_AHEAD, EPSILON; the ARGV positions (a strategy's
+--             *_REQUEST, and the request's fields as offsets from it); request_of(at) ->
+--             want, partial, max_wait, mode, seconds, micros, late; common_request(at, most)
+--             -> permits, ARGV[most], seconds, micros, late, or nil; server_clock(deadline)
+--             -> seconds, micros, error reply or nil; seconds(us) -> a string; digits(us)
+
+-- Counting from a recent epoch keeps every microsecond moment an exact integer in a double and
+-- a moment in seconds precise below the microsecond.
+local EPOCH = 1767225600
+local US = 1000000
+-- How many windows ahead a reservation may look for room; bounds the work of one call.
+local MAX_WINDOWS_AHEAD = 64
+-- Times are absolute, so their differences carry rounding of about 1e-8 s: the tolerance keeps
+-- 0.9 s / 0.1 s from counting as 8.
+local EPSILON = 1e-6
+
+-- ARGV of the single-rule scripts: the strategy's parameters, then the request from REQUEST on.
+local LIMIT, WINDOW, HEADROOM = 1, 2, 3
+local RATE, BURST, PERIOD = 1, 2, 3
+-- The request, as offsets from the strategy's REQUEST: permits (integer >= 0), partial ("1":
+-- grant what is free, up to permits), max_wait (seconds a grant may be reserved ahead), mode
+-- ("acquire", "peek" or "reset") and deadline (the caller's, unix milliseconds, "0": none).
+local PERMITS, PARTIAL, MAX_WAIT, MODE, DEADLINE = 0, 1, 2, 3, 4
+local FIXED_REQUEST, SLIDING_REQUEST, TOKEN_REQUEST, PACED_REQUEST = 3, 3, 4, 4
+
+-- TIME's reply parsed once (each tonumber is a noticeable share of a short script), and the
+-- refusal of a request that waited on a stalled server while its caller gave up: it must not
+-- take capacity when the server resumes.
+local function server_clock(deadline)
+  local time = redis.call("TIME")
+  local sec, micros = tonumber(time[1]), tonumber(time[2])
+  local at = tonumber(deadline) or 0
+  if at > 0 and sec * 1000 + micros / 1000 > at then
+    return sec, micros, redis.error_reply("LATE the caller's deadline passed before Redis ran the request")
+  end
+  return sec, micros, nil
+end
+
+-- A single-rule script's request, from its strategy's *_REQUEST on: permits, partial, max_wait
+-- (seconds), mode, then the clock as server_clock gives it. A peek decides for one permit and
+-- reserves nothing.
+local function request_of(at)
+  local mode = ARGV[at + MODE]
+  local want, partial, max_wait = 1, false, 0
+  if mode ~= "peek" then
+    want, partial, max_wait = tonumber(ARGV[at + PERMITS]), ARGV[at + PARTIAL] == "1", tonumber(ARGV[at + MAX_WAIT])
+  end
+  return want, partial, max_wait, mode, server_clock(ARGV[at + DEADLINE])
+end
+
+-- The common request, which a grant block may answer at once: an acquire of 1 to ARGV[most]
+-- permits by a limiter without an adaptive policy (its flag is the last ARGV). Its permits,
+-- ARGV[most] as a number, and the clock as server_clock gives it; nil for any other request,
+-- before reading the clock.
+local function common_request(at, most)
+  if ARGV[at + MODE] ~= "acquire" or ARGV[#ARGV] == "1" then
+    return nil
+  end
+  local want, bound = tonumber(ARGV[at + PERMITS]), tonumber(ARGV[most])
+  if want <= 0 or want > bound then
+    return nil
+  end
+  return want, bound, server_clock(ARGV[at + DEADLINE])
+end
+
+-- Durations leave as strings: Redis truncates Lua numbers to integers.
+local function seconds(us)
+  if us <= 0 then
+    return "0"
+  end
+  return tostring(us / US)
+end
+
+-- Unix microsecond moments have 16 digits: format them in full (tostring keeps only 14).
+local function digits(us)
+  return string.format("%.0f", us)
+end
