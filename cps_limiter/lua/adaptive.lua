@@ -13,19 +13,20 @@
 -- ARGV[#ARGV - 3]  answer-rate floor (0..1) and ARGV[#ARGV - 2] the factor below it
 -- ARGV[#ARGV - 1]  seconds after which a health report is stale and ignored
 -- Defines         adaptive_limit(limit, seconds, micros) -> the limit in force (integer >= 1);
---                 adaptive_bucket(rate, burst, seconds, micros) -> the rate and burst in force:
---                 a cap replaces the rate, and the health factor scales rate and burst alike.
---                 seconds and micros are TIME's reply as numbers (lib_core.lua's server_clock).
+--                 adaptive_limit(rate, seconds, micros, burst) -> a bucket's rate and burst in
+--                 force: a cap replaces the rate, and the health factor scales rate and burst
+--                 alike. seconds and micros are TIME's reply as numbers (lib_core.lua's
+--                 server_clock). One function, as each a script defines is built on each call.
 
-local function adaptive_factor(seconds, micros)
+local function adaptive_limit(limit, seconds, micros, burst)
   local n = #ARGV
   if ARGV[n] ~= "1" then
-    return 1, nil
+    return limit, burst
   end
   local state = redis.call("HMGET", KEYS[#KEYS], "cap", "cap_until", "cpu", "answer_rate", "at")
   local cap, cap_until, at = state[1], tonumber(state[2]), tonumber(state[5])
   if cap_until == nil and at == nil then
-    return 1, nil
+    return limit, burst
   end
   local now_ms = seconds * 1000 + micros / 1000
   if cap_until == nil or cap_until <= now_ms then
@@ -45,19 +46,12 @@ local function adaptive_factor(seconds, micros)
       factor = factor * tonumber(ARGV[n - 2])
     end
   end
-  return factor, cap
-end
-
-local function adaptive_limit(limit, seconds, micros)
-  local factor, cap = adaptive_factor(seconds, micros)
-  return math.max(math.floor((cap or limit) * factor), 1)
-end
-
-local function adaptive_bucket(rate, burst, seconds, micros)
-  local factor, cap = adaptive_factor(seconds, micros)
-  if cap == nil and factor == 1 then
-    return rate, burst
+  if burst == nil then
+    return math.max(math.floor((cap or limit) * factor), 1)
   end
-  local in_force = (cap or rate) * factor
-  return in_force, math.max(math.floor(burst * in_force / rate), 1)
+  if cap == nil and factor == 1 then
+    return limit, burst
+  end
+  local rate = (cap or limit) * factor
+  return rate, math.max(math.floor(burst * rate / limit), 1)
 end

@@ -72,5 +72,5 @@ if mode == "peek" or wait > max_wait * US then
   return {allowed, 0, limit, free_now, seconds(wait), reset_after, "0"}
 end
 local grant = math.min(want, free)
-window_add(w, from, grant, now)
+window_add(w, {from}, 1, grant, now)
 return {1, grant, limit, free - grant, "0", seconds(from + w.us - now), seconds(wait)}

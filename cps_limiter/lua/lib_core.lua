@@ -1,15 +1,15 @@
--- Library, part 1 of the decision scripts: the constants, the argument positions and the clock
--- that every decision script shares. Lua has no include, so the limiter prepends the library's
--- parts it needs to each script (cps_limiter/_scripts.py), as it prepends adaptive.lua; a part
--- only defines, it reads no key and returns nothing.
+-- Library, the core of the decision scripts: the constants, the argument positions and the
+-- clock that every decision script shares. Lua has no include, so the limiter puts the
+-- library's parts a script needs around it (cps_limiter/_scripts.py), as it puts adaptive.lua;
+-- a part only defines, it reads no key and returns nothing. A function is built again on every
+-- call of a script that defines it, so a grant block comes right after the few parts it uses,
+-- and the others after it: the common request builds no function it does not call.
 --
 -- KEYS, ARGV  none of its own; the names below say where the scripts' arguments stand
 -- Units       moments on the Redis clock, in microseconds or seconds since EPOCH (as named)
 -- Defines     EPOCH, US, MAX_WINDOWS_AHEAD, EPSILON; the ARGV positions (a strategy's
---             *_REQUEST, and the request's fields as offsets from it); request_of(at) ->
---             want, partial, max_wait, mode, seconds, micros, late; common_request(at, most)
---             -> permits, ARGV[most], seconds, micros, late, or nil; server_clock(deadline)
---             -> seconds, micros, error reply or nil; seconds(us) -> a string; digits(us)
+--             *_REQUEST, and the request's fields as offsets from it); server_clock(deadline)
+--             -> seconds, micros, error reply or nil
 
 -- Counting from a recent epoch keeps every microsecond moment an exact integer in a double and
 -- a moment in seconds precise below the microsecond.
@@ -43,18 +43,6 @@ local function server_clock(deadline)
   return sec, micros, nil
 end
 
--- A single-rule script's request, from its strategy's *_REQUEST on: permits, partial, max_wait
--- (seconds), mode, then the clock as server_clock gives it. A peek decides for one permit and
--- reserves nothing.
-local function request_of(at)
-  local mode = ARGV[at + MODE]
-  local want, partial, max_wait = 1, false, 0
-  if mode ~= "peek" then
-    want, partial, max_wait = tonumber(ARGV[at + PERMITS]), ARGV[at + PARTIAL] == "1", tonumber(ARGV[at + MAX_WAIT])
-  end
-  return want, partial, max_wait, mode, server_clock(ARGV[at + DEADLINE])
-end
-
 -- The common request, which a grant block may answer at once: an acquire of 1 to ARGV[most]
 -- permits by a limiter without an adaptive policy (its flag is the last ARGV). Its permits,
 -- ARGV[most] as a number, and the clock as server_clock gives it; nil for any other request,
@@ -68,17 +56,4 @@ local function common_request(at, most)
     return nil
   end
   return want, bound, server_clock(ARGV[at + DEADLINE])
-end
-
--- Durations leave as strings: Redis truncates Lua numbers to integers.
-local function seconds(us)
-  if us <= 0 then
-    return "0"
-  end
-  return tostring(us / US)
-end
-
--- Unix microsecond moments have 16 digits: format them in full (tostring keeps only 14).
-local function digits(us)
-  return string.format("%.0f", us)
 end

@@ -5,14 +5,20 @@
 --          unix microseconds (exact in a double; reserved grants carry a future moment); the
 --          sequence: a counter that names members uniquely (several permits share one moment)
 -- Units    moments and windows in microseconds, unix
--- Defines  sliding_trim(log, now, window): expired entries go; sliding_newest(log) -> the
---          newest entry's moment, or 0; sliding_log(log, seq, moments, n, ttl): logs
---          moments[1..n], both keys living ttl microseconds more
+-- Defines  digits(us) -> a moment's digits in full; sliding_trim(log, now, window): expired
+--          entries go; sliding_newest(log) -> the newest entry's moment, or 0;
+--          sliding_log(log, seq, moments, n, ttl): logs moments[1..n], both keys living ttl
+--          microseconds more
 --
 -- Why it is exact: a grant at moment x is made only if the entries scored after x - window,
 -- the future ones included, plus the new ones are at most `limit`. Take any interval of length
 -- `window` and the last grant placed in it: every other entry of the interval existed then and
 -- was scored after x - window, so it was counted.
+
+-- Unix microsecond moments have 16 digits: format them in full (tostring keeps only 14).
+local function digits(us)
+  return string.format("%.0f", us)
+end
 
 local function sliding_trim(log, now, window)
   redis.call("ZREMRANGEBYSCORE", log, "-inf", digits(now - window))

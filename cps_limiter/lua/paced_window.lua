@@ -71,7 +71,7 @@ if #slots < need then
   return {0, 0, limit, free_now, paced_retry(first, need, spacing, max_wait_us, now), seconds(next_free - now), "0", ""}
 end
 
-window_add_all(w, slots, #slots, now)
+window_add(w, slots, #slots, 1, now)
 pacer_store(KEYS[2], t, now, w)
 local left = math.max(limit - w.used[now_start], 0)
 -- One permit for now, the common case: the short reply, integers only (reset_after in

@@ -88,7 +88,7 @@ for i = 1, n do
   rules[i] = rule
 end
 if rules[1].kind == "token" then
-  rules[1].rate, rules[1].burst = adaptive_bucket(rules[1].rate, rules[1].burst, sec, micros)
+  rules[1].rate, rules[1].burst = adaptive_limit(rules[1].rate, sec, micros, rules[1].burst)
 elseif rules[1].kind ~= "concurrency" then
   rules[1].limit = adaptive_limit(rules[1].limit, sec, micros)
 end
@@ -282,7 +282,7 @@ for _, rule in ipairs(rules) do
       redis.call("PEXPIRE", rule.key, longest)
     end
   else
-    window_add_all(rule.w, slots, granted, now)
+    window_add(rule.w, slots, granted, 1, now)
   end
 end
 if paced ~= nil and granted > 0 then

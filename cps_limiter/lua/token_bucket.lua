@@ -31,7 +31,7 @@ if late then
   return late
 end
 local now = (sec - EPOCH) + micros / US
-rate, burst = adaptive_bucket(rate, burst, sec, micros)
+rate, burst = adaptive_limit(rate, sec, micros, burst)
 local interval = tonumber(ARGV[PERIOD]) / rate
 local tat = gcra_tat(KEYS[1], now)
 local free = gcra_free(now, tat, interval, burst)
