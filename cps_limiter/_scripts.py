@@ -36,7 +36,16 @@ SOURCES = {
         "lib_windows.lua",
         "fixed_window.lua",
     ),
-    "paced_window.lua": (_CORE, *_FULL, *_WINDOWS, "paced_window.lua"),
+    "paced_window.lua": (
+        _CORE,
+        "adaptive.lua",
+        "lib_counter.lua",
+        "lib_pacer.lua",
+        "paced_window_grant.lua",
+        "lib_request.lua",
+        *_WINDOWS,
+        "paced_window.lua",
+    ),
     "sliding_window.lua": (
         _CORE,
         "lib_grant.lua",
@@ -53,7 +62,15 @@ SOURCES = {
         *_FULL,
         "token_bucket.lua",
     ),
-    "rules.lua": (_CORE, *_FULL, *_WINDOWS, "lib_gcra.lua", "lib_sliding.lua", "rules.lua"),
+    "rules.lua": (
+        _CORE,
+        *_FULL,
+        "lib_pacer.lua",
+        *_WINDOWS,
+        "lib_gcra.lua",
+        "lib_sliding.lua",
+        "rules.lua",
+    ),
 }
 """What runs for each decision script, in order: the library's parts it counts with (each
 algorithm is written once, in its part), the adaptive prelude, and the script. A strategy with

@@ -1,12 +1,12 @@
--- Library, the paced window's slot search over the window counters (lib_windows.lua), and the
--- pacer: the paced window and the rules' paced rule find their slots with it. Put after
--- lib_windows.lua (cps_limiter/_scripts.py); defines only.
+-- Library, the paced window's slot search over the window counters (lib_windows.lua) and the
+-- pacer (lib_pacer.lua): the paced window and the rules' paced rule find their slots with it.
+-- Put after lib_windows.lua (cps_limiter/_scripts.py); defines only.
 --
--- KEYS     the pacer: the next free moment, microseconds since EPOCH, as a string
+-- KEYS     none of its own
 -- Units    moments, spacing and max_wait_us: microseconds since EPOCH
 -- Defines  paced_slots(w, limit, spacing, from, horizon, want, now) -> slots, first, next;
---          pacer_store(key, next_free, now, w); paced_retry(first, need, spacing, max_wait_us,
---          now) -> a string; paced_offsets(slots, n) -> a string
+--          paced_retry(first, need, spacing, max_wait_us, now) -> a string;
+--          paced_offsets(slots, n) -> a string
 
 -- The paced slots: from `from` on, `spacing` apart, skipping windows already full, at most
 -- `want` of them and none after `horizon`; each is counted in w.used as it is found. Returns
@@ -30,11 +30,6 @@ local function paced_slots(w, limit, spacing, from, horizon, want, now)
     end
   end
   return slots, first, t
-end
-
--- The pacer keeps the next free moment until it has passed, and a window more.
-local function pacer_store(key, next_free, now, w)
-  redis.call("SET", key, string.format("%d", next_free), "PX", math.ceil((next_free - now) / 1000) + w.us / 1000)
 end
 
 -- A paced refusal's retry_after: when the first free slot comes, if the request's slots fit

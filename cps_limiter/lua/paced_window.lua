@@ -27,20 +27,26 @@
 -- apart on the Redis clock, none has a moment in the past, and no counter exceeds the limit in
 -- force (the spacing alone keeps a window to `limit`; the counters also hold when the limit in
 -- force drops mid-window).
--- The limiter runs lib_core.lua, adaptive.lua and lib_windows.lua before this script: the last
--- ARGV (and, when adaptive, seven more and the last KEY) belong to adaptive.lua, and `limit`
--- below is the limit in force.
+-- The limiter runs the library (lib_core.lua, lib_counter.lua, lib_pacer.lua, lib_request.lua,
+-- lib_windows.lua, lib_paced.lua), adaptive.lua and paced_window_grant.lua before this script:
+-- the last ARGV (and, when adaptive, seven more and the last KEY) belong to adaptive.lua, and
+-- `limit` below is the limit in force. When the grant block read the clock, the limit in force
+-- and the counter and pacer (paced_read), this script decides from what it read.
 local limit = tonumber(ARGV[LIMIT])
 local window = tonumber(ARGV[WINDOW])
-local want, partial, max_wait, mode, sec, micros, late = request_of(PACED_REQUEST)
+local want, partial, max_wait, mode, sec, micros, late = request_of(PACED_REQUEST, paced_read)
 
 if late then
   return late
 end
 local now = (sec - EPOCH) * US + micros
-limit = adaptive_limit(limit, sec, micros)
+if paced_read then
+  limit = paced_read[3]
+else
+  limit = adaptive_limit(limit, sec, micros)
+end
 local w = window_of(KEYS[1], window)
-local spacing = math.ceil(w.us * (1 + tonumber(ARGV[HEADROOM])) / limit)
+local spacing = paced_spacing(w.us, tonumber(ARGV[HEADROOM]), limit)
 local now_start = window_start(w, now)
 
 if mode == "reset" then
@@ -50,7 +56,7 @@ if mode == "reset" then
 end
 
 -- Every decision reads this window's counter and the pacer: one command for both.
-local state = redis.call("MGET", window_key(w, now_start), KEYS[2])
+local state = paced_read and paced_read[4] or redis.call("MGET", window_key(w, now_start), KEYS[2])
 w.used[now_start] = tonumber(state[1] or "0")
 local free_now = math.max(limit - w.used[now_start], 0)
 local next_free = math.max(tonumber(state[2] or "0"), now)
@@ -72,7 +78,7 @@ if #slots < need then
 end
 
 window_add(w, slots, #slots, 1, now)
-pacer_store(KEYS[2], t, now, w)
+pacer_store(KEYS[2], t, now, w.us)
 local left = math.max(limit - w.used[now_start], 0)
 -- One permit for now, the common case: the short reply, integers only (reset_after in
 -- microseconds), as the fixed window's.

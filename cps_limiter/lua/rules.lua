@@ -130,7 +130,7 @@ end
 -- The moments: a paced rule's slots (as paced_window.lua finds them), else all now.
 local slots, first, next_free, after = {}, nil, now, now
 if paced ~= nil then
-  paced.spacing = math.ceil(paced.w.us * (1 + paced.headroom) / paced.limit)
+  paced.spacing = paced_spacing(paced.w.us, paced.headroom, paced.limit)
   next_free = math.max(tonumber(redis.call("GET", paced.pace) or "0"), now)
   slots, first, after = paced_slots(paced.w, paced.limit, paced.spacing, next_free, now + max_wait_us, want, now)
   if #slots < want then
@@ -287,7 +287,7 @@ for _, rule in ipairs(rules) do
 end
 if paced ~= nil and granted > 0 then
   last = slots[granted] + paced.spacing
-  pacer_store(paced.pace, last, now, paced.w)
+  pacer_store(paced.pace, last, now, paced.w.us)
 end
 
 local wait = granted > 0 and seconds(slots[1] - now) or "0"
