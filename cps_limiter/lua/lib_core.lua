@@ -42,18 +42,3 @@ local function server_clock(deadline)
   end
   return sec, micros, nil
 end
-
--- The common request, which a grant block may answer at once: an acquire of 1 to ARGV[most]
--- permits by a limiter without an adaptive policy (its flag is the last ARGV). Its permits,
--- ARGV[most] as a number, and the clock as server_clock gives it; nil for any other request,
--- before reading the clock.
-local function common_request(at, most)
-  if ARGV[at + MODE] ~= "acquire" or ARGV[#ARGV] == "1" then
-    return nil
-  end
-  local want, bound = tonumber(ARGV[at + PERMITS]), tonumber(ARGV[most])
-  if want <= 0 or want > bound then
-    return nil
-  end
-  return want, bound, server_clock(ARGV[at + DEADLINE])
-end
