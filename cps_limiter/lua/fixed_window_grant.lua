@@ -9,20 +9,19 @@
 --             (lib_core.lua), and the last ARGV "1" when adaptive (then this block does nothing)
 -- Reply    {granted, limit, remaining, reset_after}: reset_after in integer microseconds; or the
 --          deadline's error, as fixed_window.lua would give it
-do
-  local want, limit, sec, micros, late = common_request(FIXED_REQUEST, LIMIT)
+local want, limit = common_request(FIXED_REQUEST, LIMIT)
+if want ~= nil then
+  local window = tonumber(ARGV[WINDOW])
+  local sec, micros, late = server_clock(ARGV[FIXED_REQUEST + DEADLINE])
   if late then
     return late
   end
-  if want ~= nil then
-    -- In whole seconds, as the counters are named: the cheapest arithmetic for the common case.
-    local window = tonumber(ARGV[WINDOW])
-    local start = sec - sec % window
-    local partial = ARGV[FIXED_REQUEST + PARTIAL] == "1"
-    local life_ms = (start + 2 * window - sec) * 1000 - micros / 1000
-    local granted, count = counter_take(KEYS[1] .. ":" .. start, want, limit, partial, life_ms)
-    if granted ~= nil and granted > 0 then
-      return {granted, limit, limit - count, (start + window - sec) * US - micros}
-    end
+  -- In whole seconds, as the counters are named: the cheapest arithmetic for the common case.
+  local start = sec - sec % window
+  local partial = ARGV[FIXED_REQUEST + PARTIAL] == "1"
+  local life_ms = (start + 2 * window - sec) * 1000 - micros / 1000
+  local granted, count = counter_take(KEYS[1] .. ":" .. start, want, limit, partial, life_ms)
+  if granted ~= nil and granted > 0 then
+    return {granted, limit, limit - count, (start + window - sec) * US - micros}
   end
 end

@@ -7,7 +7,7 @@
 --
 -- KEYS, ARGV  none of its own; the names below say where the scripts' arguments stand
 -- Units       moments on the Redis clock, in microseconds or seconds since EPOCH (as named)
--- Defines     EPOCH, US, MAX_WINDOWS_AHEAD, EPSILON; the ARGV positions (a strategy's
+-- Defines     EPOCH, US, MAX_WINDOWS_AHEAD; the ARGV positions (a strategy's
 --             *_REQUEST, and the request's fields as offsets from it); server_clock(deadline)
 --             -> seconds, micros, error reply or nil
 
@@ -17,9 +17,6 @@ local EPOCH = 1767225600
 local US = 1000000
 -- How many windows ahead a reservation may look for room; bounds the work of one call.
 local MAX_WINDOWS_AHEAD = 64
--- Times are absolute, so their differences carry rounding of about 1e-8 s: the tolerance keeps
--- 0.9 s / 0.1 s from counting as 8.
-local EPSILON = 1e-6
 
 -- ARGV of the single-rule scripts: the strategy's parameters, then the request from REQUEST on.
 local LIMIT, WINDOW, HEADROOM = 1, 2, 3

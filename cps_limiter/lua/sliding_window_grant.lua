@@ -10,25 +10,24 @@
 --             (lib_core.lua), and the last ARGV "1" when adaptive (then this block does nothing)
 -- Reply    {granted, limit, remaining, reset_after}: reset_after in integer microseconds; or the
 --          deadline's error, as sliding_window.lua would give it
-do
-  local want, limit, sec, micros, late = common_request(SLIDING_REQUEST, LIMIT)
+local want, limit = common_request(SLIDING_REQUEST, LIMIT)
+if want ~= nil then
+  local window = math.floor(tonumber(ARGV[WINDOW]) * US + 0.5)
+  local sec, micros, late = server_clock(ARGV[SLIDING_REQUEST + DEADLINE])
   if late then
     return late
   end
-  if want ~= nil then
-    local now = sec * US + micros
-    local window = math.floor(tonumber(ARGV[WINDOW]) * US + 0.5)
-    sliding_trim(KEYS[1], now, window)
-    local count = redis.call("ZCARD", KEYS[1])
-    if count + want <= limit then
-      -- Reserved entries may lie ahead of now: the log lives until the newest has left.
-      local ttl = math.max(sliding_newest(KEYS[1]), now) + window - now
-      local moments = {}
-      for j = 1, want do
-        moments[j] = now
-      end
-      sliding_log(KEYS[1], KEYS[2], moments, want, ttl)
-      return {want, limit, limit - count - want, ttl}
+  local now = sec * US + micros
+  sliding_trim(KEYS[1], now, window)
+  local count = redis.call("ZCARD", KEYS[1])
+  if count + want <= limit then
+    -- Reserved entries may lie ahead of now: the log lives until the newest has left.
+    local ttl = math.max(sliding_newest(KEYS[1]), now) + window - now
+    local moments = {}
+    for j = 1, want do
+      moments[j] = now
     end
+    sliding_log(KEYS[1], KEYS[2], moments, want, ttl)
+    return {want, limit, limit - count - want, ttl}
   end
 end

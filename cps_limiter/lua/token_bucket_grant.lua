@@ -9,19 +9,18 @@
 --             (lib_core.lua), and the last ARGV "1" when adaptive (then this block does nothing)
 -- Reply    {granted, limit, remaining, reset_after}: reset_after in integer microseconds
 --          (rounded up); or the deadline's error, as token_bucket.lua would give it
-do
-  local want, burst, sec, micros, late = common_request(TOKEN_REQUEST, BURST)
+local want, burst = common_request(TOKEN_REQUEST, BURST)
+if want ~= nil then
+  local interval = tonumber(ARGV[PERIOD]) / tonumber(ARGV[RATE])
+  local sec, micros, late = server_clock(ARGV[TOKEN_REQUEST + DEADLINE])
   if late then
     return late
   end
-  if want ~= nil then
-    local now = (sec - EPOCH) + micros / US
-    local interval = tonumber(ARGV[PERIOD]) / tonumber(ARGV[RATE])
-    local tat = gcra_tat(KEYS[1], now)
-    if gcra_free(now, tat, interval, burst) >= want then
-      tat = tat + want * interval
-      gcra_store(KEYS[1], tat, now)
-      return {want, burst, gcra_free(now, tat, interval, burst), math.ceil((tat - now) * US)}
-    end
+  local now = (sec - EPOCH) + micros / US
+  local tat = gcra_tat(KEYS[1], now)
+  if gcra_free(now, tat, interval, burst) >= want then
+    tat = tat + want * interval
+    gcra_store(KEYS[1], tat, now)
+    return {want, burst, gcra_free(now, tat, interval, burst), math.ceil((tat - now) * US)}
   end
 end
