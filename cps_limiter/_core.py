@@ -22,7 +22,7 @@ from ._decision import Decision
 from ._errors import BackendUnavailable, ConfigurationError, LateRequest
 from ._failure import DEFAULT_PEERS, FAIL_OPEN, FailurePolicy
 from ._scripts import ACQUIRE, parse_reply, strategy_source
-from ._strategies import Strategy
+from ._strategies import Strategy, limit_base
 from ._validation import key_part, non_negative_int, non_negative_number
 from ._wire import direct_pool
 
@@ -185,10 +185,10 @@ class LimiterCore:
         return self._adaptive
 
     def key_base(self, scope: str | None = None) -> str:
-        """The name all keys of ``scope`` start with; a hash tag on a cluster, so that the keys
-        of one decision share a slot."""
-        name = self._prefix if scope is None else f"{self._prefix}:{key_part('scope', scope)}"
-        return f"{{{name}}}" if self._cluster else name
+        """The name all keys of ``scope`` start with, as `acquire_all`'s rules name them: on a
+        cluster the prefix is a hash tag, so that the keys of one decision share a slot."""
+        checked = None if scope is None else key_part("scope", scope)
+        return limit_base(self._prefix, checked, self._cluster)
 
     def _request(
         self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str

@@ -13,7 +13,14 @@ from typing import ClassVar
 from ._decision import Decision
 from ._errors import ConfigurationError
 from ._scripts import _schedule
-from ._strategies import FixedWindow, PacedWindow, SlidingWindow, Strategy, TokenBucket
+from ._strategies import (
+    FixedWindow,
+    PacedWindow,
+    SlidingWindow,
+    Strategy,
+    TokenBucket,
+    limit_base,
+)
 from ._validation import (
     key_part,
     non_negative_int,
@@ -112,11 +119,8 @@ def lease_key(base: str) -> str:
 
 
 def rules_base(prefix: str, scope: str | None, cluster: bool) -> str:
-    """A rule's key base: as a single limit's, but on a cluster every rule shares the prefix's
-    hash tag, so that one decision's keys are in one slot."""
-    if cluster:
-        return f"{{{prefix}}}" if scope is None else f"{{{prefix}}}:{scope}"
-    return prefix if scope is None else f"{prefix}:{scope}"
+    """A rule's key base: a single limit's on the same scope (see `limit_base`)."""
+    return limit_base(prefix, scope, cluster)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ PEEK = "peek"
 RESET = "reset"
 
 
-ADAPTIVE_PRELUDE = "adaptive.lua"
 GRANT_REPLY_LENGTH = 4
 """The fields of the short reply to a grant that needs no wait; the full reply has 7 or 8."""
 
@@ -24,21 +23,65 @@ def lua_source(name: str) -> str:
     return resources.files("cps_limiter").joinpath("lua", name).read_text(encoding="utf-8")
 
 
-GRANT_BLOCKS = {
-    "fixed_window.lua": "fixed_window_grant.lua",
-    "sliding_window.lua": "sliding_window_grant.lua",
-    "token_bucket.lua": "token_bucket_grant.lua",
+_CORE = "lib_core.lua"
+_FULL = ("lib_request.lua", "adaptive.lua")
+_WINDOWS = ("lib_windows.lua", "lib_paced.lua")
+SOURCES = {
+    "fixed_window.lua": (
+        _CORE,
+        "lib_grant.lua",
+        "lib_counter.lua",
+        "fixed_window_grant.lua",
+        *_FULL,
+        "lib_windows.lua",
+        "fixed_window.lua",
+    ),
+    "paced_window.lua": (
+        _CORE,
+        "adaptive.lua",
+        "lib_counter.lua",
+        "lib_pacer.lua",
+        "paced_window_grant.lua",
+        "lib_request.lua",
+        *_WINDOWS,
+        "paced_window.lua",
+    ),
+    "sliding_window.lua": (
+        _CORE,
+        "lib_grant.lua",
+        "lib_sliding.lua",
+        "sliding_window_grant.lua",
+        *_FULL,
+        "sliding_window.lua",
+    ),
+    "token_bucket.lua": (
+        _CORE,
+        "lib_grant.lua",
+        "lib_gcra.lua",
+        "token_bucket_grant.lua",
+        *_FULL,
+        "token_bucket.lua",
+    ),
+    "rules.lua": (
+        _CORE,
+        *_FULL,
+        "lib_pacer.lua",
+        *_WINDOWS,
+        "lib_gcra.lua",
+        "lib_sliding.lua",
+        "rules.lua",
+    ),
 }
-"""Strategies whose common request has a block of its own, run before the strategy's script
-(in the same script): it answers a grant without the rest's work."""
+"""What runs for each decision script, in order: the library's parts it counts with (each
+algorithm is written once, in its part), the adaptive prelude, and the script. A strategy with
+a grant block (its common request, answered at once) has it right after the few parts it uses:
+every function a script defines is built again on each call, and the common request then builds
+only those it calls."""
 
 
 def strategy_source(name: str) -> str:
-    """What runs for a strategy: the adaptive prelude, the strategy's grant block if it has
-    one, then the strategy's own script."""
-    block = GRANT_BLOCKS.get(name)
-    grant = "" if block is None else lua_source(block)
-    return lua_source(ADAPTIVE_PRELUDE) + grant + lua_source(name)
+    """The source of decision script ``name``, its library parts and prelude put around it."""
+    return "".join(lua_source(part) for part in SOURCES[name])
 
 
 def parse_reply(reply: Sequence[bytes | str | int]) -> tuple[Decision, float]:

@@ -13,6 +13,14 @@ DEFAULT_WINDOW = 1
 DEFAULT_PERIOD = 1.0
 
 
+def limit_base(prefix: str, scope: str | None, cluster: bool) -> str:
+    """The name every key of one limit starts with, whichever call takes its permits
+    (``acquire`` or ``acquire_all``). On a cluster the prefix is the hash tag: the rules of one
+    decision may each have a scope and must share a slot, so a scope's keys share it too."""
+    name = f"{{{prefix}}}" if cluster else prefix
+    return name if scope is None else f"{name}:{scope}"
+
+
 class Strategy(ABC):
     """A rate-limiting algorithm: its Lua script, the keys it touches and its parameters."""
 
@@ -23,7 +31,8 @@ class Strategy(ABC):
     @property
     @abstractmethod
     def capacity(self) -> int:
-        """The ``limit`` its decisions report when Redis has not said otherwise."""
+        """The ``limit`` its decisions report when Redis has not said otherwise: the most
+        permits that could be granted at once."""
 
     @property
     @abstractmethod
@@ -175,12 +184,14 @@ class TokenBucket(Strategy):
 
     @property
     def capacity(self) -> int:
-        """The rate rounded down: the limit in force; ``burst`` bounds ``remaining``."""
-        return max(1, math.floor(self.rate + 1e-9))
+        """The burst: the most permits granted at once, as redis-cell and the RateLimit-Limit
+        header give a bucket's capacity."""
+        return self.burst or 1
 
     @property
     def interval(self) -> float:
-        return float(self.period)
+        """The seconds the bucket takes to grant its burst at its rate."""
+        return self.period * self.capacity / self.rate
 
     def keys(self, base: str) -> list[str]:
         return [f"{base}:tat"]

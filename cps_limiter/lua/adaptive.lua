@@ -1,7 +1,7 @@
 -- Adaptive limit: the limit in force, from the strategy's base limit, the operator's cap and the
 -- health report of the dialing host. The limiter puts this prelude before each strategy's
--- script (Lua has no include), so the limit in force costs no extra round trip, and one read:
--- the cap and the report share a hash (adaptive_write.lua writes it).
+-- script, after lib_core.lua (Lua has no include), so the limit in force costs no extra round
+-- trip, and one read: the cap and the report share a hash (adaptive_write.lua writes it).
 --
 -- ARGV[#ARGV]      "1": adaptive; anything else: the base limit as it is, and the key and
 --                  arguments below are not sent
@@ -12,23 +12,21 @@
 -- ARGV[#ARGV - 5]  critical CPU (percent) and ARGV[#ARGV - 4] the factor above it (0.25)
 -- ARGV[#ARGV - 3]  answer-rate floor (0..1) and ARGV[#ARGV - 2] the factor below it
 -- ARGV[#ARGV - 1]  seconds after which a health report is stale and ignored
--- Defines         adaptive_factor(seconds, micros) -> (factor for the base limit, cap or nil),
---                 seconds and micros being TIME's reply as numbers
---                 past_deadline(seconds, micros, deadline) -> an error reply when TIME is past
---                 the caller's deadline, else nil: a request that waited on a stalled server
---                 while its caller gave up must not take capacity when the server resumes.
---                 Both take the clock parsed: each tonumber is a noticeable share of a script
---                 this short, so a script parses TIME's reply once.
+-- Defines         adaptive_limit(limit, seconds, micros) -> the limit in force (integer >= 1);
+--                 adaptive_limit(rate, seconds, micros, burst) -> a bucket's rate and burst in
+--                 force: a cap replaces the rate, and the health factor scales rate and burst
+--                 alike. seconds and micros are TIME's reply as numbers (lib_core.lua's
+--                 server_clock). One function, as each a script defines is built on each call.
 
-local function adaptive_factor(seconds, micros)
+local function adaptive_limit(limit, seconds, micros, burst)
   local n = #ARGV
   if ARGV[n] ~= "1" then
-    return 1, nil
+    return limit, burst
   end
   local state = redis.call("HMGET", KEYS[#KEYS], "cap", "cap_until", "cpu", "answer_rate", "at")
   local cap, cap_until, at = state[1], tonumber(state[2]), tonumber(state[5])
   if cap_until == nil and at == nil then
-    return 1, nil
+    return limit, burst
   end
   local now_ms = seconds * 1000 + micros / 1000
   if cap_until == nil or cap_until <= now_ms then
@@ -48,14 +46,12 @@ local function adaptive_factor(seconds, micros)
       factor = factor * tonumber(ARGV[n - 2])
     end
   end
-  return factor, cap
-end
-
-
-local function past_deadline(seconds, micros, deadline)
-  local at = tonumber(deadline) or 0
-  if at > 0 and seconds * 1000 + micros / 1000 > at then
-    return redis.error_reply("LATE the caller's deadline passed before Redis ran the request")
+  if burst == nil then
+    return math.max(math.floor((cap or limit) * factor), 1)
   end
-  return nil
+  if cap == nil and factor == 1 then
+    return limit, burst
+  end
+  local rate = (cap or limit) * factor
+  return rate, math.max(math.floor(burst * rate / limit), 1)
 end

@@ -5,7 +5,7 @@
 -- KEYS     per rule, in the order of the rules:
 --            paced:       base, base .. ":pace" (as paced_window.lua; counters base .. ":" .. t)
 --            fixed:       base (counters base .. ":" .. t, as fixed_window.lua)
---            token:       base .. ":tat" (as token_bucket.lua: seconds since EPOCH below)
+--            token:       base .. ":tat" (as token_bucket.lua: seconds since EPOCH)
 --            sliding:     base .. ":log", base .. ":seq" (as sliding_window.lua)
 --            concurrency: the lease set, a ZSET: member = lease id, score = expiry, unix ms
 --          On a cluster every base carries the same hash tag, so one decision is one slot.
@@ -36,28 +36,29 @@
 -- paced rule's permits are spacing apart; no more than limit leases are live), and a permit is
 -- counted in each CPS rule in the window of its moment. A lease lives until released (ZREM) or
 -- until ttl after its permit's moment, on the Redis clock: a crashed holder's lease frees itself.
--- At most one rule may be paced. The limiter runs adaptive.lua before this script: its ARGV and
--- KEYS come last, and they adjust rule 1 when it is a CPS rule.
-local EPOCH = 1767225600
-local US = 1000000
-local MAX_WINDOWS_AHEAD = 64
+-- At most one rule may be paced. Each rule counts with its strategy's library part
+-- (lib_windows.lua, lib_gcra.lua, lib_sliding.lua), which the limiter runs before this script
+-- with lib_core.lua and adaptive.lua: adaptive.lua's ARGV and KEYS come last, and they adjust
+-- rule 1 when it is a CPS rule.
+-- The positions of ARGV's request fields, and of the rules after the lease ids.
+local N_RULES, R_PERMITS, R_PARTIAL, R_MAX_WAIT, R_DEADLINE, N_IDS = 1, 2, 3, 4, 5, 6
 
-local time = redis.call("TIME")
-local sec, micros = tonumber(time[1]), tonumber(time[2])
-local late = past_deadline(sec, micros, ARGV[5])
+local sec, micros, late = server_clock(ARGV[R_DEADLINE])
 if late then
   return late
 end
 local now = (sec - EPOCH) * US + micros
 local now_ms = sec * 1000 + math.floor(micros / 1000)
+-- A token rule's TAT is in seconds since EPOCH, a sliding rule's log in unix microseconds.
+local now_s = (sec - EPOCH) + micros / US
+local UNIX = EPOCH * US
 
-local n = tonumber(ARGV[1])
-local permits = tonumber(ARGV[2])
-local partial = ARGV[3] == "1"
-local max_wait_us = math.floor(tonumber(ARGV[4]) * US + 0.5)
-local ids = 6
+local n = tonumber(ARGV[N_RULES])
+local permits = tonumber(ARGV[R_PERMITS])
+local partial = ARGV[R_PARTIAL] == "1"
+local max_wait_us = math.floor(tonumber(ARGV[R_MAX_WAIT]) * US + 0.5)
 local rules, paced = {}, nil
-local a, k = 7 + tonumber(ARGV[6]), 1
+local a, k = N_IDS + 1 + tonumber(ARGV[N_IDS]), 1
 for i = 1, n do
   local rule = {kind = ARGV[a], limit = tonumber(ARGV[a + 1]), key = KEYS[k], index = i}
   k = k + 1
@@ -75,9 +76,7 @@ for i = 1, n do
     k = k + 1
     a = a + 3
   else
-    rule.window_us = tonumber(ARGV[a + 2]) * US
-    rule.phase = (EPOCH % tonumber(ARGV[a + 2])) * US
-    rule.used = {}
+    rule.w = window_of(rule.key, tonumber(ARGV[a + 2]))
     a = a + 3
     if rule.kind == "paced" then
       rule.headroom = tonumber(ARGV[a])
@@ -89,26 +88,12 @@ for i = 1, n do
   end
   rules[i] = rule
 end
-local factor, cap = adaptive_factor(sec, micros)
 if rules[1].kind == "token" then
-  -- As token_bucket.lua: a cap replaces the rate, and the health factor scales rate and burst.
-  local first = rules[1]
-  if cap ~= nil or factor ~= 1 then
-    local base_rate = first.rate
-    first.rate = (cap or first.rate) * factor
-    first.burst = math.max(math.floor(first.burst * first.rate / base_rate), 1)
-  end
+  rules[1].rate, rules[1].burst = adaptive_limit(rules[1].rate, sec, micros, rules[1].burst)
 elseif rules[1].kind ~= "concurrency" then
-  rules[1].limit = math.max(math.floor((cap or rules[1].limit) * factor), 1)
+  rules[1].limit = adaptive_limit(rules[1].limit, sec, micros)
 end
--- A token rule's state: its TAT as token_bucket.lua keeps it, in seconds since EPOCH.
-local EPSILON = 1e-6
-local now_s = (sec - EPOCH) + micros / US
--- A sliding rule's log is scored in unix microseconds, as sliding_window.lua scores it.
-local UNIX = EPOCH * US
-local function digits(us)
-  return string.format("%.0f", us)
-end
+
 local function logged_after(rule, from)
   local held = redis.call("ZCOUNT", rule.key, "(" .. digits(from), "+inf")
   for _, moment in ipairs(rule.taken) do
@@ -120,31 +105,14 @@ local function logged_after(rule, from)
 end
 for _, rule in ipairs(rules) do
   if rule.kind == "sliding" then
-    redis.call("ZREMRANGEBYSCORE", rule.key, "-inf", digits(now + UNIX - rule.win))
-  end
-  if rule.kind == "token" then
-    rule.limit = math.max(math.floor(rule.rate + 1e-9), 1)
+    sliding_trim(rule.key, now + UNIX, rule.win)
+  elseif rule.kind == "token" then
+    -- A bucket's limit is its burst: the most it grants at once.
+    rule.limit = rule.burst
     rule.interval = rule.period / rule.rate
-    rule.offset = rule.interval * rule.burst
-    rule.tat = math.max(tonumber(redis.call("GET", rule.key) or "0"), now_s)
+    rule.tat = gcra_tat(rule.key, now_s)
     rule.stored = rule.tat
   end
-end
-
-local function start_of(rule, t)
-  return t - ((t + rule.phase) % rule.window_us)
-end
-local function counter(rule, start)
-  return rule.key .. ":" .. string.format("%d", start / US + EPOCH)
-end
-local function used_in(rule, start)
-  if rule.used[start] == nil then
-    rule.used[start] = tonumber(redis.call("GET", counter(rule, start)) or "0")
-  end
-  return rule.used[start]
-end
-local function seconds(us)
-  return tostring(math.max(us, 0) / US)
 end
 
 -- Leases first: expired ones go, and the room they leave bounds the slots worth looking for.
@@ -168,27 +136,11 @@ for _, rule in ipairs(rules) do
 end
 
 -- The moments: a paced rule's slots (as paced_window.lua finds them), else all now.
-local slots, first, next_free = {}, nil, now
+local slots, first, next_free, after = {}, nil, now, now
 if paced ~= nil then
-  paced.spacing = math.ceil(paced.window_us * (1 + paced.headroom) / paced.limit)
+  paced.spacing = paced_spacing(paced.w.us, paced.headroom, paced.limit)
   next_free = math.max(tonumber(redis.call("GET", paced.pace) or "0"), now)
-  local last_window = start_of(paced, now) + MAX_WINDOWS_AHEAD * paced.window_us
-  local t = next_free
-  while #slots < want and t < last_window do
-    local start = start_of(paced, t)
-    if used_in(paced, start) >= paced.limit then
-      t = start + paced.window_us
-    else
-      first = first or t
-      if t > now + max_wait_us then
-        break
-      end
-      slots[#slots + 1] = t
-      used_in(paced, start)
-      paced.used[start] = paced.used[start] + 1
-      t = t + paced.spacing
-    end
-  end
+  slots, first, after = paced_slots(paced.w, paced.limit, paced.spacing, next_free, now + max_wait_us, want, now)
   if #slots < want then
     want, limited_by = #slots, paced.index
   end
@@ -204,9 +156,12 @@ local granted, stop = 0, nil
 for j = 1, want do
   local t = slots[j]
   for _, rule in ipairs(rules) do
-    if rule.kind == "fixed" and used_in(rule, start_of(rule, t)) >= rule.limit then
-      limited_by, stop = rule.index, start_of(rule, t) + rule.window_us
-      break
+    if rule.kind == "fixed" then
+      local start = window_start(rule.w, t)
+      if window_used(rule.w, start) >= rule.limit then
+        limited_by, stop = rule.index, start + rule.w.us
+        break
+      end
     elseif rule.kind == "sliding" then
       -- As sliding_window.lua: every entry after the moment less the window counts, the
       -- later ones too, so that no interval of the window ever holds more than the limit.
@@ -218,12 +173,13 @@ for j = 1, want do
         break
       end
     elseif rule.kind == "token" then
-      -- GCRA at the permit's moment: its arrival may run ahead of it by the burst, no more.
-      rule.next = math.max(rule.tat, t / US) + rule.interval
-      if rule.next - t / US > rule.offset + EPSILON then
-        limited_by, stop = rule.index, math.floor((rule.next - rule.offset) * US)
+      -- GCRA at the permit's moment: the bucket must hold one then.
+      local tat = math.max(rule.tat, t / US)
+      if gcra_free(t / US, tat, rule.interval, rule.burst) < 1 then
+        limited_by, stop = rule.index, math.floor(gcra_at(tat, rule.interval, rule.burst, 1) * US)
         break
       end
+      rule.next = tat + rule.interval
     end
   end
   if stop ~= nil then
@@ -231,8 +187,8 @@ for j = 1, want do
   end
   for _, rule in ipairs(rules) do
     if rule.kind == "fixed" then
-      local start = start_of(rule, t)
-      rule.used[start] = rule.used[start] + 1
+      local start = window_start(rule.w, t)
+      rule.w.used[start] = rule.w.used[start] + 1
     elseif rule.kind == "token" then
       rule.tat = rule.next
     elseif rule.kind == "sliding" then
@@ -244,8 +200,8 @@ end
 if paced ~= nil then
   -- Slots found but not granted were counted while looking: uncount them.
   for j = granted + 1, #slots do
-    local start = start_of(paced, slots[j])
-    paced.used[start] = paced.used[start] - 1
+    local start = window_start(paced.w, slots[j])
+    paced.w.used[start] = paced.w.used[start] - 1
   end
 end
 
@@ -258,9 +214,9 @@ local function remaining(held)
     elseif rule.kind == "sliding" then
       left = rule.limit - logged_after(rule, now + UNIX - rule.win)
     elseif rule.kind == "token" then
-      left = math.min(math.floor((now_s + rule.offset - rule.tat) / rule.interval + EPSILON), rule.burst)
+      left = gcra_free(now_s, rule.tat, rule.interval, rule.burst)
     else
-      left = rule.limit - used_in(rule, start_of(rule, now))
+      left = rule.limit - window_used(rule.w, window_start(rule.w, now))
     end
     least = math.min(least or left, left)
   end
@@ -272,12 +228,11 @@ local function reset_after(rule, last)
   elseif rule.kind == "token" then
     return tostring(math.max(rule.tat - now_s, 0))
   elseif rule.kind == "sliding" then
-    local newest = redis.call("ZRANGE", rule.key, -1, -1, "WITHSCORES")
-    local last_taken = rule.taken[#rule.taken] or 0
-    local latest = math.max(newest[2] and tonumber(newest[2]) or 0, last_taken)
+    local latest = math.max(sliding_newest(rule.key), rule.taken[#rule.taken] or 0)
     return latest > 0 and seconds(latest + rule.win - UNIX - now) or "0"
   elseif rule.kind == "fixed" then
-    return used_in(rule, start_of(rule, now)) > 0 and seconds(start_of(rule, now) + rule.window_us - now) or "0"
+    local start = window_start(rule.w, now)
+    return window_used(rule.w, start) > 0 and seconds(start + rule.w.us - now) or "0"
   end
   return "0"
 end
@@ -292,23 +247,15 @@ if granted < need then
       retry = seconds((tonumber(freed[2]) - now_ms) * 1000)
     end
   elseif rule.kind == "paced" then
-    if first ~= nil and (need - 1) * rule.spacing <= max_wait_us then
-      retry = seconds(first - now)
-    end
-  elseif rule.kind == "sliding" then
-    if need <= rule.limit then
-      retry = seconds(stop - now)
-    end
-  elseif rule.kind == "token" then
-    if need <= rule.burst then
-      retry = seconds(stop - now)
-    end
+    retry = paced_retry(first, need, rule.spacing, max_wait_us, now)
   elseif need <= rule.limit then
     retry = seconds(stop - now)
   end
   -- Nothing was written: what remains is read afresh, not from the counts of the search.
   for _, other in ipairs(rules) do
-    other.used = {}
+    if other.w ~= nil then
+      other.w.used = {}
+    end
     other.tat = other.stored
     if other.kind == "sliding" then
       other.taken = {}
@@ -324,63 +271,32 @@ end
 -- concurrency rule until ttl after its moment.
 local last = next_free
 for _, rule in ipairs(rules) do
-  if rule.kind == "sliding" then
-    if granted > 0 then
-      local last = redis.call("INCRBY", rule.seq, granted)
-      -- ZADD in chunks: Lua's unpack is bounded by its C stack.
-      for from = 1, granted, 500 do
-        local members = {}
-        for j = from, math.min(from + 499, granted) do
-          members[#members + 1] = digits(rule.taken[j])
-          members[#members + 1] = last - granted + j
-        end
-        redis.call("ZADD", rule.key, unpack(members))
-      end
-      local ttl_ms = math.ceil((rule.taken[granted] + rule.win - UNIX - now) / 1000) + 1
-      redis.call("PEXPIRE", rule.key, ttl_ms)
-      redis.call("PEXPIRE", rule.seq, ttl_ms)
-      -- Counted once in the log now: remaining reads it from there.
-      rule.taken = {}
-    end
+  if granted == 0 then
+    break
+  elseif rule.kind == "sliding" then
+    sliding_log(rule.key, rule.seq, rule.taken, granted, rule.taken[granted] + rule.win - UNIX - now)
+    -- Counted once in the log now: remaining reads it from there.
+    rule.taken = {}
   elseif rule.kind == "token" then
-    if granted > 0 then
-      redis.call(
-        "SET", rule.key, string.format("%.17g", rule.tat), "PX",
-        math.max(math.ceil((rule.tat - now_s) * 1000), 1)
-      )
-    end
+    gcra_store(rule.key, rule.tat, now_s)
   elseif rule.kind == "concurrency" then
     local longest = 0
     for j = 1, granted do
       local expiry = now_ms + math.floor((slots[j] - now) / 1000) + rule.ttl
-      redis.call("ZADD", rule.key, expiry, ARGV[ids + j])
+      redis.call("ZADD", rule.key, expiry, ARGV[N_IDS + j])
       longest = math.max(longest, expiry - now_ms)
     end
-    if granted > 0 and redis.call("PTTL", rule.key) < longest then
+    if redis.call("PTTL", rule.key) < longest then
       redis.call("PEXPIRE", rule.key, longest)
     end
   else
-    local added = {}
-    for j = 1, granted do
-      local start = start_of(rule, slots[j])
-      added[start] = (added[start] or 0) + 1
-    end
-    for start, count in pairs(added) do
-      local key = counter(rule, start)
-      if redis.call("INCRBY", key, count) == count then
-        redis.call("PEXPIRE", key, math.ceil((start + 2 * rule.window_us - now) / 1000))
-      end
-    end
+    window_add(rule.w, slots, granted, 1, now)
   end
 end
 if paced ~= nil and granted > 0 then
   last = slots[granted] + paced.spacing
-  redis.call("SET", paced.pace, string.format("%d", last), "PX", math.ceil((last - now) / 1000) + paced.window_us / 1000)
+  pacer_store(paced.pace, last, now, paced.w.us)
 end
 
-local offsets = {}
-for j = 2, granted do
-  offsets[#offsets + 1] = string.format("%d", slots[j] - slots[1])
-end
 local wait = granted > 0 and seconds(slots[1] - now) or "0"
-return {1, granted, rules[1].limit, remaining(granted), "0", reset_after(rules[1], last), wait, table.concat(offsets, " "), limited_by}
+return {1, granted, rules[1].limit, remaining(granted), "0", reset_after(rules[1], last), wait, paced_offsets(slots, granted), limited_by}

@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import redis
 
-from cps_limiter._scripts import strategy_source
+from cps_limiter._scripts import SOURCES, lua_source, strategy_source
 
+from ._main import main_name, main_source
 from ._measure import Comparison, Contender, Session
 from ._server import measure
 
@@ -35,6 +36,7 @@ SERVER_CLOCK_WINDOW = (
     'return redis.call("INCRBY", KEYS[1] .. ":" .. (second - second % tonumber(ARGV[2])), 1)'
 )
 BASELINE = "limits FixedWindow's script"
+OURS_FIXED = "cps_limiter FixedWindow's script, a single permit"
 
 
 def _ours() -> tuple[str, list[str]]:
@@ -63,8 +65,13 @@ def anatomy(session: Session) -> None:
             SERVER_CLOCK_WINDOW,
             ["1", "1"],
         ),
+        "the fixed window's common path, its definitions alone, returning 1": (
+            "".join(map(lua_source, SOURCES["fixed_window.lua"][:3])) + "return 1",
+            our_arguments,
+        ),
         BASELINE: (LIMITS_FIXED, ["1", "1"]),
-        "cps_limiter FixedWindow's script, a single permit": (ours, our_arguments),
+        OURS_FIXED: (ours, our_arguments),
+        main_name(OURS_FIXED): (main_source("fixed_window.lua"), our_arguments),
     }
     contenders = []
     for index, (name, (source, arguments)) in enumerate(steps.items()):

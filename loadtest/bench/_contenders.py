@@ -28,6 +28,8 @@ from cps_limiter import (
 from dialer_lambda import Settings
 from dialer_lambda._dialer import strategy_for
 
+from ._main import main_name, on_main
+
 UNLIMITED = 10**6
 """A limit no benchmark reaches (permits per second), so that every request is granted."""
 DIALER = "dialer configuration (PacedWindow + AdaptivePolicy)"
@@ -40,8 +42,9 @@ OURS: dict[str, Callable[[], Strategy]] = {
     "cps_limiter TokenBucket": lambda: TokenBucket(rate=UNLIMITED),
 }
 NAMES = (
-    *OURS,
+    *(n for name in OURS for n in (name, main_name(name))),
     DIALER,
+    main_name(DIALER),
     "limits FixedWindow",
     "limits MovingWindow",
     "limits SlidingWindowCounter",
@@ -64,18 +67,29 @@ def _dialer_limiter(url: str, prefix: str) -> Limiter:
     )
 
 
+def _same(limiter: Limiter) -> Limiter:
+    return limiter
+
+
+def _batch_request(dialer: Limiter) -> Decide:
+    """A batch's request shape, for one task: partial grants, waiting up to its budget."""
+    return lambda: dialer.acquire(permits=1, partial=True, max_wait=DIALER_MAX_WAIT)
+
+
 def decisions(url: str, prefix: str, stack: contextlib.ExitStack) -> dict[str, Decide]:
     """One single-permit decision per contender (`NAMES`), keys under ``prefix``; processes
     given the same prefix share each contender's key, as the callers of one limit do."""
     found: dict[str, Decide] = {}
-    for name, strategy in OURS.items():
-        limiter = Limiter.from_url(url, strategy(), prefix=f"{prefix}-{name.split()[-1]}")
-        stack.callback(limiter.close)
-        found[name] = limiter.acquire
-    dialer = _dialer_limiter(url, f"{prefix}-dialer")
-    stack.callback(dialer.close)
-    # A batch's request shape, for one task: partial grants, waiting up to its budget.
-    found[DIALER] = lambda: dialer.acquire(permits=1, partial=True, max_wait=DIALER_MAX_WAIT)
+    # main's rows on keys of their own: its scripts and ours never count on one key.
+    for side, label, change in (("", str, _same), ("-main", main_name, on_main)):
+        for name, strategy in OURS.items():
+            key = f"{prefix}-{name.split()[-1]}{side}"
+            limiter = Limiter.from_url(url, strategy(), prefix=key)
+            stack.callback(limiter.close)
+            found[label(name)] = change(limiter).acquire
+        dialer = change(_dialer_limiter(url, f"{prefix}-dialer{side}"))
+        stack.callback(dialer.close)
+        found[label(DIALER)] = _batch_request(dialer)
     storage = RedisStorage(url)
     item = RateLimitItemPerSecond(UNLIMITED)
     fixed = FixedWindowRateLimiter(storage)

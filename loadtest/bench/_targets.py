@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from loadtest._tasks import BATCH
 from loadtest.reports import Verdict
 
-from ._contenders import DIALER
+from ._contenders import DIALER, OURS
+from ._main import main_name
 from ._measure import Comparison
 
 
@@ -58,6 +59,24 @@ def slowdown(comparison: str, label: str, threshold: float) -> Target:
     )
 
 
+def above_floor(comparison: str, label: str, threshold: float) -> Target:
+    """How much more the traced contender (the second) slows a decision than the bare span (the
+    third) does in the same run, in points of slowdown against the baseline."""
+
+    def points(c: Comparison) -> float:
+        traced, floor = c.contenders[1].name, c.contenders[2].name
+        return 1 / c.ratio(traced) - 1 / c.ratio(floor)
+
+    return Target(
+        comparison,
+        f"{label}: slowdown above a bare span's",
+        points,
+        threshold,
+        at_least=False,
+        unit="%",
+    )
+
+
 SERVER_TARGETS = (
     ("cps_limiter FixedWindow", "limits FixedWindow", 1.15),
     ("cps_limiter TokenBucket", "limits FixedWindow", 1.2),
@@ -66,6 +85,8 @@ SERVER_TARGETS = (
 )
 """Redis CPU per decision, ours over `limits`': held on both the INFO cpu and the
 commandstats figures."""
+AGAINST_MAIN = (*OURS, DIALER)
+"""Each of these no slower on the server than main's scripts in the same run."""
 
 TARGETS = (
     ratio("single", "cps_limiter FixedWindow", "limits FixedWindow", 1.05, at_least=True),
@@ -76,6 +97,11 @@ TARGETS = (
         ratio(key, ours, theirs, threshold, at_least=False)
         for key in ("cpu", "commandstats")
         for ours, theirs, threshold in SERVER_TARGETS
+    ),
+    *(
+        ratio(key, name, main_name(name), 1.0, at_least=False)
+        for key in ("cpu", "commandstats")
+        for name in AGAINST_MAIN
     ),
     ratio("saturation", "cps_limiter FixedWindow", "limits FixedWindow", 1.0, at_least=True),
     ratio(
@@ -90,6 +116,7 @@ TARGETS = (
         for name in ("FixedWindow", "SlidingWindow", "TokenBucket")
     ),
     slowdown("tracing-batch", "OpenTelemetry SDK with a BatchSpanProcessor", 0.20),
+    above_floor("tracing-batch", "OpenTelemetry SDK with a BatchSpanProcessor", 0.10),
     slowdown("tracing-none", "OpenTelemetry API with no SDK", 0.03),
     ratio("dialer", f"batch of {BATCH}", "one dial (batch of 1)", 1.5, at_least=False),
     ratio("import", "import dialer_lambda.handler", "import redis, httpx", 1.5, at_least=False),

@@ -91,17 +91,29 @@ def test_every_strategy_is_exact_on_the_cluster(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 @pytest.mark.parametrize("scope", [None, "tenant-7"])
-def test_the_keys_of_one_limit_share_the_slot_of_its_hash_tag(
+def test_the_keys_of_one_limit_share_the_slot_of_its_prefix(
     cluster: LocalCluster, prefix: str, name: str, scope: str | None
 ) -> None:
     with Limiter.from_url(cluster.url, strategy(name, LIMIT), prefix=prefix) as limiter:
         limiter.acquire(scope)
-        tag = prefix if scope is None else f"{prefix}:{scope}"
-        assert limiter.key_base(scope) == f"{{{tag}}}"
-    found = keys_by_node(cluster, f"{{{tag}}}*")
+        base = f"{{{prefix}}}" if scope is None else f"{{{prefix}}}:{scope}"
+        assert limiter.key_base(scope) == base
+    found = keys_by_node(cluster, f"{base}*")
     (keys,) = found.values()  # all on one master
     assert keys
-    assert {key_slot(key.encode()) for key in keys} == {key_slot(tag.encode())}
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_a_scope_is_counted_on_the_same_keys_by_acquire_and_acquire_all_on_the_cluster(
+    cluster: LocalCluster, prefix: str, name: str
+) -> None:
+    with Limiter.from_url(cluster.url, strategy(name, LIMIT), prefix=prefix) as limiter:
+        limiter.acquire("tenant-7", permits=2)
+        limiter.acquire_all([Rule(limiter.strategy, "tenant-7")], 3)
+        assert limiter.peek("tenant-7").remaining == LIMIT - 5
+    assert not keys_by_node(cluster, f"{{{prefix}:tenant-7}}*")
 
 
 @pytest.mark.slow
