@@ -123,8 +123,8 @@ for _, rule in ipairs(rules) do
     rule.active = redis.call("ZCARD", rule.key)
     -- A lease id already in the set is this request's own, sent again after a reply that came
     -- late or never: it is held by this request, not counted against it.
-    for j = 1, tonumber(ARGV[6]) do
-      if redis.call("ZSCORE", rule.key, ARGV[ids + j]) then
+    for j = 1, tonumber(ARGV[N_IDS]) do
+      if redis.call("ZSCORE", rule.key, ARGV[N_IDS + j]) then
         rule.active = rule.active - 1
       end
     end
