@@ -112,6 +112,8 @@ class RulesDecision(Decision):
     """The index of the rule that held the grant back (denied, or granted fewer than asked)."""
     leases: tuple[str, ...] = ()
     """The lease ids taken, one per granted permit (the first ``granted`` of those asked for)."""
+    expired_leases: int = 0
+    """Leases this decision found past their ttl: their holders never freed them."""
 
 
 def lease_key(base: str) -> str:
@@ -221,7 +223,7 @@ def lease_id(value: object) -> str:
 
 def parse(request: RulesRequest, reply: Sequence[bytes | str | int]) -> tuple[RulesDecision, float]:
     """The decision in rules.lua's reply, and the seconds to wait before its first permit."""
-    allowed, granted, limit, remaining, retry_after, reset_after, wait, offsets, limited = reply
+    allowed, granted, limit, remaining, retry_after, reset_after, wait, offsets, limited = reply[:9]
     count = int(granted)
     retry, reset, waited = float(retry_after), float(reset_after), float(wait)
     by = int(limited)
@@ -235,6 +237,8 @@ def parse(request: RulesRequest, reply: Sequence[bytes | str | int]) -> tuple[Ru
         schedule=_schedule(offsets) if offsets else (),
         limited_by=by - 1 if by else None,
         leases=request.leases[:count],
+        # Scripts before the count (a bench's baseline) reply with nine fields.
+        expired_leases=int(reply[9]) if len(reply) > 9 else 0,
     )
     return decision, waited if waited > 0.0 else 0.0
 

@@ -148,6 +148,16 @@ def take(
         max_wait=max_wait,
         leases=ids if leased else [],
     )
+    if decision.expired_leases:
+        ledger.note_expired_leases(decision.expired_leases)
+        log_event(
+            logging.WARNING,
+            "leases_expired",
+            "campaign leases expired unfreed: the worker is not freeing leases when calls end "
+            "(WORKER_FREES_LEASES=true says it does)",
+            campaignId=limits.campaign_id,
+            leases=decision.expired_leases,
+        )
     if decision.granted < wanted:
         group.error = _why(decision, limits)
     return decision

@@ -94,6 +94,8 @@ class Ledger:
     sent_seconds: list[int] = field(default_factory=list)
     """The unix second each dial left in."""
     redis_unavailable: int = 0
+    leases_expired: int = 0
+    """Campaign leases the batch's decisions found expired: never freed by the worker."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -195,6 +197,10 @@ class Ledger:
     def note_sent_second(self, second: int) -> None:
         with self._lock:
             self.sent_seconds.append(second)
+
+    def note_expired_leases(self, count: int) -> None:
+        with self._lock:
+            self.leases_expired += count
 
     def note_redis_down(self) -> None:
         with self._lock:

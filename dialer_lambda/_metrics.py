@@ -37,6 +37,7 @@ class BatchMetrics:
     RedisUnavailable: int = 0
     WorkerRequests: int = 0
     WorkerHttpErrors: int = 0
+    LeasesExpired: int = 0
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -96,6 +96,7 @@ def report(
             RedisUnavailable=ledger.redis_unavailable,
             WorkerRequests=len(dialed),
             WorkerHttpErrors=sum(outcome.worker_error for outcome in dialed),
+            LeasesExpired=ledger.leases_expired,
         )
     )
     figures: Mapping[str, Any] = result

@@ -27,11 +27,12 @@
 --            "sliding", limit (permits per window), window (seconds, float)
 --            "concurrency", limit (leases held at once), ttl (milliseconds a lease lives)
 -- Reply    {allowed (0/1), granted, limit, remaining, retry_after, reset_after, wait, offsets,
---          limited_by}: retry_after, reset_after and wait are seconds as strings (Redis truncates
+--          limited_by, expired}: retry_after, reset_after and wait are seconds as strings (Redis truncates
 --          Lua numbers). limit and reset_after are rule 1's; remaining is the least any rule has
 --          left. wait and offsets are as paced_window.lua's (offsets "" without a paced rule).
 --          limited_by is the 1-based index of the rule that held the grant back (0: none).
---          retry_after is "inf" when the request can never be granted as asked.
+--          retry_after is "inf" when the request can never be granted as asked. expired is how
+--          many leases this decision found past their ttl, never freed by their holder.
 -- Guarantee: each rule keeps its own guarantee (a counter never exceeds its limit in force; a
 -- paced rule's permits are spacing apart; no more than limit leases are live), and a permit is
 -- counted in each CPS rule in the window of its moment. A lease lives until released (ZREM) or
@@ -116,10 +117,10 @@ for _, rule in ipairs(rules) do
 end
 
 -- Leases first: expired ones go, and the room they leave bounds the slots worth looking for.
-local want, limited_by = permits, 0
+local want, limited_by, expired = permits, 0, 0
 for _, rule in ipairs(rules) do
   if rule.kind == "concurrency" then
-    redis.call("ZREMRANGEBYSCORE", rule.key, "-inf", now_ms)
+    expired = expired + redis.call("ZREMRANGEBYSCORE", rule.key, "-inf", now_ms)
     rule.active = redis.call("ZCARD", rule.key)
     -- A lease id already in the set is this request's own, sent again after a reply that came
     -- late or never: it is held by this request, not counted against it.
@@ -261,7 +262,7 @@ if granted < need then
       other.taken = {}
     end
   end
-  return {0, 0, rules[1].limit, remaining(0), retry, reset_after(rules[1], next_free), "0", "", limited_by}
+  return {0, 0, rules[1].limit, remaining(0), retry, reset_after(rules[1], next_free), "0", "", limited_by, expired}
 end
 if granted == permits then
   limited_by = 0
@@ -299,4 +300,4 @@ if paced ~= nil and granted > 0 then
 end
 
 local wait = granted > 0 and seconds(slots[1] - now) or "0"
-return {1, granted, rules[1].limit, remaining(granted), "0", reset_after(rules[1], last), wait, paced_offsets(slots, granted), limited_by}
+return {1, granted, rules[1].limit, remaining(granted), "0", reset_after(rules[1], last), wait, paced_offsets(slots, granted), limited_by, expired}

@@ -62,6 +62,21 @@ def test_a_full_campaign_gets_exactly_its_limit_until_the_leases_expire_then_as_
     assert len(stub.calls) == 2 * FULL
 
 
+def test_leases_that_expire_unfreed_are_counted_and_said_to_be_the_workers(
+    make_dialer: MakeDialer, lines: Lines
+) -> None:
+    dialer = make_dialer(CALL_MAX_SECONDS=SHORT_CALL_MAX, RATE_LIMIT_MAX_WAIT_SECONDS="0.2")
+    dialer.process(full_batch(0, size=FULL), FakeContext())
+    wait_for_expiry(dialer, "campaign:campaign-5")
+
+    dialer.process(full_batch(10, size=FULL), FakeContext())
+
+    first, second = lines.emf()
+    [warning] = lines.events("leases_expired")
+    assert (first["LeasesExpired"], second["LeasesExpired"]) == (0, FULL)
+    assert (warning["campaignId"], warning["leases"]) == ("campaign-5", FULL)
+
+
 def rate_limit_reasons(lines: Lines) -> set[str]:
     return {line["message"] for line in lines.events("rate_limited")}
 

@@ -31,6 +31,7 @@ METRIC_NAMES = {
     "RedisUnavailable",
     "WorkerRequests",
     "WorkerHttpErrors",
+    "LeasesExpired",
 }
 
 
@@ -151,6 +152,7 @@ def test_a_batch_prints_one_emf_line_with_its_figures(
         "RedisUnavailable": 0,
         "WorkerHttpErrors": 1,
         "WorkerRequests": 8,
+        "LeasesExpired": 0,
     }
 
 
