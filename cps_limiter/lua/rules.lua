@@ -287,8 +287,10 @@ for _, rule in ipairs(rules) do
       redis.call("ZADD", rule.key, expiry, ARGV[N_IDS + j])
       longest = math.max(longest, expiry - now_ms)
     end
-    if redis.call("PTTL", rule.key) < longest then
-      redis.call("PEXPIRE", rule.key, longest)
+    -- The set outlives its last lease by a ttl: a lease that expired unfreed is still there for
+    -- the next decision to count (expired), not gone with the key.
+    if granted > 0 and redis.call("PTTL", rule.key) < longest + rule.ttl then
+      redis.call("PEXPIRE", rule.key, longest + rule.ttl)
     end
   else
     window_add(rule.w, slots, granted, 1, now)
