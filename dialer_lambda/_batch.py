@@ -73,7 +73,11 @@ def run(parts: Parts, event: list[Any], context: Any) -> BatchResult:
                 outcome = ledger.records[index].outcome
                 message = outcome.error if outcome is not None else ""
                 ledger.log(logging.ERROR, "task_ended_on_error", message or "", task=index)
-            settle(ledger, parts, invocation, holdings)
+            try:
+                settle(ledger, parts, invocation, holdings)
+            except Exception:
+                # Every task has its ending: what could not be settled ends with its lifetime.
+                log_event(logging.ERROR, "settle_error", "settling raised", exc_info=True)
         result = result_of(ledger)
         try:
             report(ledger, parts, invocation, result, span, time.monotonic() - started)

@@ -8,6 +8,7 @@ What a batch does when Redis fails to claim or settle is decided here too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from cps_limiter import BackendUnavailable
@@ -67,32 +68,42 @@ def settle(ledger: Ledger, parts: Parts, invocation: Invocation, holdings: Holdi
     """Give back and mark what `Ledger.close` found, a round trip each at most; a Redis failure
     is logged, never raised: a pending claim then ends with its life, soon after the deadline,
     and a lease after CALL_MAX_SECONDS."""
-    store = parts.claims
-    if holdings.give_back_claims:
-        try:
-            store.give_back(holdings.give_back_claims, invocation.owner)
-        except BackendUnavailable as error:
-            ledger.redis_down(
-                logging.ERROR,
-                "give_back",
-                "could not give back idempotency claims; retried tasks count as duplicates "
-                "until the claims expire, soon after this invocation's deadline",
-                claims=len(holdings.give_back_claims),
-                error=repr(error),
-            )
-    if holdings.mark_sent_claims:
-        try:
-            store.mark_sent(holdings.mark_sent_claims, invocation.owner)
-        except BackendUnavailable as error:
-            # Only a whole-batch redelivery would find the claims pending, and the worker's
-            # idempotency key stops its second call: a warning, as for failing open.
-            ledger.redis_down(
-                logging.WARNING,
-                "mark_sent",
-                "could not mark claims sent; a whole-batch redelivery after the deadline may "
-                "dial them again (the worker's idempotency key stops the second call)",
-                claims=len(holdings.mark_sent_claims),
-                error=repr(error),
-            )
+    store, owner = parts.claims, invocation.owner
+    _claims(
+        ledger,
+        holdings.give_back_claims,
+        lambda keys: store.give_back(keys, owner),
+        logging.ERROR,
+        "give_back",
+        "could not give back idempotency claims; retried tasks count as duplicates until the "
+        "claims expire, soon after this invocation's deadline",
+    )
+    # Only a whole-batch redelivery would find these claims pending, and the worker's
+    # idempotency key stops its second call: a warning, as for failing open.
+    _claims(
+        ledger,
+        holdings.mark_sent_claims,
+        lambda keys: store.mark_sent(keys, owner),
+        logging.WARNING,
+        "mark_sent",
+        "could not mark claims sent; a whole-batch redelivery after the deadline may dial them "
+        "again (the worker's idempotency key stops the second call)",
+    )
     if holdings.free_leases:
         free_leases(ledger, parts.limiter, holdings.free_leases)
+
+
+def _claims(
+    ledger: Ledger,
+    keys: Sequence[str],
+    settle_them: Callable[[Sequence[str]], object],
+    level: int,
+    operation: str,
+    message: str,
+) -> None:
+    if not keys:
+        return
+    try:
+        settle_them(keys)
+    except BackendUnavailable as error:
+        ledger.redis_down(level, operation, message, claims=len(keys), error=repr(error))

@@ -17,19 +17,11 @@ from loadtest.runtime.api import DEFAULT_WAIT_SECONDS, RuntimeApi
 from loadtest.runtime.process import RuntimeProcess, cold_start_seconds
 from loadtest.tasks import seed_task
 from loadtest.worker_stub import WorkerStub
-from tests.support.dialer import make_batch, make_task, phone_of
+from tests.support.dialer import make_batch, make_task, phone_of, seed_result
 from tests.support.emf import emf_lines, line_problems
 
 BATCH = 10
-RESULT = {
-    "totalProcessed": BATCH,
-    "successful": BATCH,
-    "failed": 0,
-    "rateLimited": 0,
-    "duplicates": 0,
-    "errors": [],
-    "batchItemFailures": [],
-}
+RESULT = seed_result(BATCH)
 
 
 @dataclass(frozen=True)

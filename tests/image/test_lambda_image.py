@@ -26,7 +26,7 @@ from loadtest.runtime.api import RuntimeApi
 from loadtest.servers import redis_server
 from loadtest.worker_stub import WorkerStub
 from loadtest.worker_stub.records import Call
-from tests.support.dialer import make_batch, phone_of
+from tests.support.dialer import make_batch, phone_of, seed_result
 from tests.support.report import report_line
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
@@ -139,19 +139,6 @@ def _calls(stub: WorkerStub, campaign: str) -> list[Call]:
     return [call for call in stub.calls if (call.body or {}).get("campaignId") == campaign]
 
 
-def _result(**changes: Any) -> dict[str, Any]:
-    return {
-        "totalProcessed": BATCH,
-        "successful": BATCH,
-        "failed": 0,
-        "rateLimited": 0,
-        "duplicates": 0,
-        "errors": [],
-        "batchItemFailures": [],
-        **changes,
-    }
-
-
 def test_the_image_serves_a_batch_of_the_seeds_tasks(
     runtime: ContainerRuntime, stub: WorkerStub
 ) -> None:
@@ -159,7 +146,10 @@ def test_the_image_serves_a_batch_of_the_seeds_tasks(
 
     end = runtime.api.run(_batch(campaign), wait=60)
 
-    assert (end.outcome, end.json()) == ("response", _result()), runtime.stderr
+    assert (end.outcome, end.json()) == (
+        "response",
+        seed_result(BATCH),
+    ), runtime.stderr
     dialed = sorted(call.phone_number or "" for call in _calls(stub, campaign))
     assert dialed == [phone_of(index) for index in range(BATCH)]
 
@@ -172,7 +162,7 @@ def test_a_batch_redelivered_to_the_image_is_all_duplicates(
 
     redelivered = runtime.api.run(_batch(campaign), wait=60)
 
-    assert redelivered.json() == _result(successful=0, duplicates=BATCH)
+    assert redelivered.json() == seed_result(BATCH, successful=0, duplicates=BATCH)
     assert len(_calls(stub, campaign)) == BATCH
 
 
