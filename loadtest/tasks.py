@@ -45,13 +45,11 @@ SCENARIOS: Final = ("fixed", "sliding", "token", "dialer")
 DEFAULT_INVALID_RATE: Final = 0.01
 
 
-def seed_task(*, limits: bool = False) -> dict[str, Any]:
-    """A fresh deep copy of the seed's example task (calling windows empty: dial any time).
-
-    Without ``limits`` the example's ``maxConcurrentCalls`` is left out: a campaign limit holds a
-    lease per call until the worker releases it, so runs and tests that share a Redis would
-    fill the example's campaign; those that want a limit set it (``limits=True`` keeps it).
-    """
+def seed_task(*, limits: bool = True) -> dict[str, Any]:
+    """A fresh deep copy of the seed's example task, ``maxConcurrentCalls`` included (calling
+    windows empty: dial any time). The dialer takes leases for it only with
+    ``WORKER_FREES_LEASES=true``; ``limits=False`` leaves it out, for runs that turn leases on
+    and share one campaign."""
     task = copy.deepcopy(_SEED_TASK)
     if not limits:
         del task["campaign"]["config"]["maxConcurrentCalls"]

@@ -6,20 +6,39 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from cps_limiter import Limiter
+from cps_limiter import FixedWindow, Limiter, TokenBucket
 from loadtest.worker_stub import StubHandle, StubHealth
 
 MONITOR_INTERVAL_SECONDS: Final = 0.1
 
 
+_RATE_VIEWS: weakref.WeakKeyDictionary[Limiter, Limiter] = weakref.WeakKeyDictionary()
+
+
 def limit_in_force(limiter: Limiter) -> float:
-    """Calls per second in force now, as the limiter's own scripts compute it."""
-    return float(limiter.peek().limit)
+    """Calls per second in force now, as the limiter's own scripts compute it. A token bucket's
+    decision carries its burst as its limit, so its rate in force is read through a one-second
+    window on the same adaptive state (the cap and health tiers scale both alike)."""
+    strategy = limiter.strategy
+    if not isinstance(strategy, TokenBucket):
+        return float(limiter.peek().limit)
+    view = _RATE_VIEWS.get(limiter)
+    if view is None:
+        per_second = max(round(strategy.rate / strategy.period), 1)
+        view = Limiter(
+            limiter.client,
+            FixedWindow(per_second),
+            prefix=limiter.prefix,
+            adaptive=limiter.adaptive,
+        )
+        _RATE_VIEWS[limiter] = view
+    return float(view.peek().limit)
 
 
 @dataclass
