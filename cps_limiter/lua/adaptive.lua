@@ -1,5 +1,5 @@
--- Adaptive limit: the limit in force, from the strategy's base limit, the operator's cap and the
--- health report of the dialing host. The limiter puts this prelude before each strategy's
+-- Adaptive limit: the limit in force, from the strategy's base limit, the operator's cap, the
+-- carrier's refusals (AIMD) and the health report of the dialing host. The limiter puts this prelude before each strategy's
 -- script, after lib_core.lua (Lua has no include), so the limit in force costs no extra round
 -- trip, and one read: the cap and the report share a hash (adaptive_write.lua writes it).
 --
@@ -7,7 +7,12 @@
 --                  arguments below are not sent
 -- KEYS[#KEYS]      the hash: cap (an integer that replaces the base limit) until cap_until
 --                  (unix milliseconds on the Redis clock); cpu (percent), answer_rate (0..1)
---                  and at (unix seconds on the Redis clock): the health report
+--                  and at (unix seconds on the Redis clock): the health report; refused (calls
+--                  the carrier refused since the last decrease: the worker's HINCRBY), aimd
+--                  (the AIMD limit set by the last decrease) and aimd_at (its unix ms)
+-- ARGV[#ARGV - 10] refusal factor: on refusals the AIMD limit falls to this share of itself
+-- ARGV[#ARGV - 9]  AIMD step: the share of the base limit it rises by each second without one
+-- ARGV[#ARGV - 8]  AIMD floor: the share of the base limit it never falls below
 -- ARGV[#ARGV - 7]  high CPU (percent) and ARGV[#ARGV - 6] the factor above it (0.5)
 -- ARGV[#ARGV - 5]  critical CPU (percent) and ARGV[#ARGV - 4] the factor above it (0.25)
 -- ARGV[#ARGV - 3]  answer-rate floor (0..1) and ARGV[#ARGV - 2] the factor below it
@@ -17,15 +22,22 @@
 --                 force: a cap replaces the rate, and the health factor scales rate and burst
 --                 alike. seconds and micros are TIME's reply as numbers (lib_core.lua's
 --                 server_clock). One function, as each a script defines is built on each call.
+-- AIMD: pending refusals lower the limit (cap or base) to refusal factor x itself, at most once a
+-- second, and consume themselves; from that decrease it rises by one step a second, computed
+-- from aimd_at on each read, so that a rise writes nothing; back at the top, the state goes.
 
 local function adaptive_limit(limit, seconds, micros, burst)
   local n = #ARGV
   if ARGV[n] ~= "1" then
     return limit, burst
   end
-  local state = redis.call("HMGET", KEYS[#KEYS], "cap", "cap_until", "cpu", "answer_rate", "at")
+  local key = KEYS[#KEYS]
+  local state = redis.call(
+    "HMGET", key, "cap", "cap_until", "cpu", "answer_rate", "at", "refused", "aimd", "aimd_at"
+  )
   local cap, cap_until, at = state[1], tonumber(state[2]), tonumber(state[5])
-  if cap_until == nil and at == nil then
+  local refused, aimd = tonumber(state[6]), tonumber(state[7])
+  if cap_until == nil and at == nil and refused == nil and aimd == nil then
     return limit, burst
   end
   local now_ms = seconds * 1000 + micros / 1000
@@ -33,6 +45,26 @@ local function adaptive_limit(limit, seconds, micros, burst)
     cap = nil
   else
     cap = tonumber(cap)
+  end
+  local top = cap or limit
+  if refused ~= nil or aimd ~= nil then
+    local aimd_at = tonumber(state[8])
+    local current = top
+    if aimd ~= nil and aimd_at ~= nil then
+      -- Never negative: aimd_at is whole milliseconds, and a failover may bring a slower clock.
+      local steps = math.max(math.floor((now_ms - aimd_at) / 1000), 0)
+      current = math.min(aimd + steps * limit * tonumber(ARGV[n - 9]), top)
+    end
+    if refused ~= nil and refused > 0 and (aimd_at == nil or now_ms - aimd_at >= 1000) then
+      current = math.max(current * tonumber(ARGV[n - 10]), limit * tonumber(ARGV[n - 8]))
+      redis.call("HSET", key, "aimd", tostring(current), "aimd_at", string.format("%.0f", now_ms))
+      redis.call("HDEL", key, "refused")
+    elseif aimd ~= nil and current >= top then
+      redis.call("HDEL", key, "aimd", "aimd_at")
+    end
+    if current < top then
+      cap = current
+    end
   end
   local factor = 1
   if at ~= nil and now_ms / 1000 - at <= tonumber(ARGV[n - 1]) then
