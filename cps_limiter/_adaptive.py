@@ -27,7 +27,13 @@ DEFAULT_LOW_ANSWER_FACTOR = 0.5
 DEFAULT_MAX_AGE = 30.0
 """Seconds after which a health report is stale and ignored."""
 DEFAULT_REFUSAL_FACTOR = 0.85
-"""On the carrier's refusals the limit falls to this share of itself (at most once a second)."""
+"""On the carrier's refusals the limit falls to this share of itself (at most once a hold)."""
+DEFAULT_REFUSAL_HOLD = 2.0
+"""Seconds after a decrease during which refusals are forgiven: a refusal arrives as late as the
+furthest moment a caller books ahead (the dialer's RATE_LIMIT_MAX_WAIT_SECONDS, 2 s), so those
+answer calls granted at the old limit, and counting them would cut it twice for one excess."""
+MIN_REFUSAL_HOLD = 1.0
+"""A decrease comes at most once a second, whatever the hold."""
 DEFAULT_AIMD_STEP = 0.02
 """Each second without a refusal the limit rises by this share of the base limit."""
 DEFAULT_AIMD_FLOOR = 0.1
@@ -59,7 +65,8 @@ class AdaptivePolicy:
     """How health cuts the pace: the seed's tiers (over 80% CPU half the limit, over 90% a
     quarter), and an answer rate below its floor cutting it again. A report older than
     ``max_age`` seconds is ignored. The carrier's refusals lower the limit to
-    ``refusal_factor`` of itself at most once a second, never below ``aimd_floor`` of the base
+    ``refusal_factor`` of itself at most once a ``refusal_hold`` (refusals reported within it are
+    forgiven), never below ``aimd_floor`` of the base
     limit; each second without one it rises by ``aimd_step`` of the base limit, back to it."""
 
     high_cpu: float = DEFAULT_HIGH_CPU
@@ -70,6 +77,7 @@ class AdaptivePolicy:
     low_answer_factor: float = DEFAULT_LOW_ANSWER_FACTOR
     max_age: float = DEFAULT_MAX_AGE
     refusal_factor: float = DEFAULT_REFUSAL_FACTOR
+    refusal_hold: float = DEFAULT_REFUSAL_HOLD
     aimd_step: float = DEFAULT_AIMD_STEP
     aimd_floor: float = DEFAULT_AIMD_FLOOR
 
@@ -84,6 +92,10 @@ class AdaptivePolicy:
             _fraction(name, getattr(self, name))
         _fraction("answer_rate_floor", self.answer_rate_floor)
         positive_number("max_age", self.max_age)
+        if not positive_number("refusal_hold", self.refusal_hold) >= MIN_REFUSAL_HOLD:
+            raise ConfigurationError(
+                f"refusal_hold must be at least {MIN_REFUSAL_HOLD} s, got {self.refusal_hold}"
+            )
         for name in ("refusal_factor", "aimd_step", "aimd_floor"):
             if _fraction(name, getattr(self, name)) <= 0:
                 raise ConfigurationError(f"{name} must be more than 0")
@@ -91,6 +103,7 @@ class AdaptivePolicy:
     def arguments(self) -> list[str]:
         """The trailing ARGV that lua/adaptive.lua reads."""
         return [
+            str(math.ceil(self.refusal_hold * 1000)),
             repr(float(self.refusal_factor)),
             repr(float(self.aimd_step)),
             repr(float(self.aimd_floor)),

@@ -10,6 +10,8 @@
 --                  and at (unix seconds on the Redis clock): the health report; refused (calls
 --                  the carrier refused since the last decrease: the worker's HINCRBY), aimd
 --                  (the AIMD limit set by the last decrease) and aimd_at (its unix ms)
+-- ARGV[#ARGV - 11] refusal hold (milliseconds): refusals reported this soon after a decrease
+--                  answer calls granted before it, and are forgiven
 -- ARGV[#ARGV - 10] refusal factor: on refusals the AIMD limit falls to this share of itself
 -- ARGV[#ARGV - 9]  AIMD step: the share of the base limit it rises by each second without one
 -- ARGV[#ARGV - 8]  AIMD floor: the share of the base limit it never falls below
@@ -23,8 +25,8 @@
 --                 alike. seconds and micros are TIME's reply as numbers (lib_core.lua's
 --                 server_clock). One function, as each a script defines is built on each call.
 -- AIMD: pending refusals lower the limit (cap or base) to refusal factor x itself, at most once a
--- second, and consume themselves; from that decrease it rises by one step a second, computed
--- from aimd_at on each read, so that a rise writes nothing; back at the top, the state goes.
+-- hold, and consume themselves; from that decrease it rises by one step a second, computed from
+-- aimd_at on each read, so that a rise writes nothing; back at the top, the state goes.
 
 local function adaptive_limit(limit, seconds, micros, burst)
   local n = #ARGV
@@ -51,13 +53,16 @@ local function adaptive_limit(limit, seconds, micros, burst)
     local aimd_at = tonumber(state[8])
     local current = top
     if aimd ~= nil and aimd_at ~= nil then
-      -- Never negative: aimd_at is whole milliseconds, and a failover may bring a slower clock.
+      -- Never negative: a failover may bring a slower clock.
       local steps = math.max(math.floor((now_ms - aimd_at) / 1000), 0)
       current = math.min(aimd + steps * limit * tonumber(ARGV[n - 9]), top)
     end
-    if refused ~= nil and refused > 0 and (aimd_at == nil or now_ms - aimd_at >= 1000) then
+    local held = aimd_at ~= nil and now_ms - aimd_at < tonumber(ARGV[n - 11])
+    if refused ~= nil and refused > 0 and not held then
       current = math.max(current * tonumber(ARGV[n - 10]), limit * tonumber(ARGV[n - 8]))
-      redis.call("HSET", key, "aimd", tostring(current), "aimd_at", string.format("%.0f", now_ms))
+      redis.call("HSET", key, "aimd", tostring(current), "aimd_at", string.format("%d", math.floor(now_ms)))
+      redis.call("HDEL", key, "refused")
+    elseif refused ~= nil then
       redis.call("HDEL", key, "refused")
     elseif aimd ~= nil and current >= top then
       redis.call("HDEL", key, "aimd", "aimd_at")

@@ -24,6 +24,7 @@ from loadtest.tasks import make_tasks
 from loadtest.worker_stub import Call, CallEnds, RemoteStub, StubHandle, StubHealth
 
 from .campaigns import CallEndWatch, campaign_figures
+from .carrier import carrier_figures, refusal_relay, stub_arguments
 from .config import Hooks, SimulationConfig, parse_args
 from .counters import CounterWatch, ahead_of
 from .measure import measure_pace
@@ -82,8 +83,11 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         with build_dialer(env) as dialer:
             limiter = dialer.limiter
 
+            relay = refusal_relay(limiter)
+
             def report(health: StubHealth) -> None:
                 limiter.report_health(cpu=health.cpu_percent, answer_rate=health.answer_rate)
+                relay(health)
 
             counters = CounterWatch(
                 limiter.client,
@@ -152,6 +156,16 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         campaign_peaks=campaign_peaks,
         campaign_limit=config.max_concurrent_calls if config.call_seconds is not None else None,
         campaign_chart=campaign_chart,
+        carrier=config.carrier,
+        carrier_figures=None
+        if config.carrier is None or calls is None
+        else carrier_figures(
+            config.carrier,
+            calls,
+            monitor.limits,
+            started,
+            config.out / f"carrier-{config.strategy}.png",
+        ),
     )
 
 
@@ -213,7 +227,8 @@ def _worker(config: SimulationConfig) -> Iterator[StubHandle]:
         return
     log = config.out / "worker-stub.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with worker_stub_process(log=log) as url, RemoteStub(url) as remote:
+    extra = stub_arguments(config.carrier)
+    with worker_stub_process(log=log, extra=extra) as url, RemoteStub(url) as remote:
         remote.set_behaviour(delay_ms=config.worker_delay_ms, fail=config.worker_fail_rate)
         yield remote
 

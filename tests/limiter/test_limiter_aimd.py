@@ -1,4 +1,4 @@
-"""AIMD: the carrier's refusals lower the limit in force at most once a second, and it climbs
+"""AIMD: the carrier's refusals lower the limit in force at most once a hold (2 s), and it climbs
 back by a step a second to the base limit, never below the floor. Time passes on the Redis
 clock: a test moves the last decrease back instead of sleeping."""
 
@@ -43,12 +43,17 @@ def test_a_decrease_consumes_the_pending_refusals(limiter: Limiter) -> None:
     assert limiter.aimd().refused == 0
 
 
-def test_refusals_within_a_second_of_a_decrease_wait_for_the_next(limiter: Limiter) -> None:
+def test_refusals_within_the_hold_after_a_decrease_are_forgiven(limiter: Limiter) -> None:
     _decrease(limiter)
-    assert _decrease(limiter) == 85
-    assert limiter.aimd().refused == 1
-    _decreased_ago(limiter, 1.0)
-    assert limiter.peek().limit == 73  # (85 + a second's step of 2) x 0.85
+    _decreased_ago(limiter, 1.99)
+    assert _decrease(limiter) == 87  # a second's step, and no cut
+    assert limiter.aimd().refused == 0
+
+
+def test_refusals_after_the_hold_decrease_again(limiter: Limiter) -> None:
+    _decrease(limiter)
+    _decreased_ago(limiter, 2.0)
+    assert _decrease(limiter) == 75  # (85 + two seconds' steps of 2) x 0.85
 
 
 @pytest.mark.parametrize(("seconds", "in_force"), [(0.99, 85), (1.0, 87), (3.5, 91)])
@@ -76,7 +81,7 @@ def test_refusals_never_take_the_limit_below_the_floor(
     )
     for _ in range(10):
         _decrease(limiter)
-        _decreased_ago(limiter, 1.0)
+        _decreased_ago(limiter, 2.0)
     assert _decrease(limiter) == 50
 
 
@@ -110,6 +115,11 @@ def test_refusals_are_ignored_without_a_policy(backend_url: str, prefix: str) ->
 def test_an_invalid_aimd_setting_is_refused(name: str, value: float) -> None:
     with pytest.raises(ConfigurationError, match=name):
         AdaptivePolicy(**{name: value})
+
+
+def test_a_hold_under_a_second_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="refusal_hold must be at least 1"):
+        AdaptivePolicy(refusal_hold=0.5)
 
 
 def test_a_refusal_count_below_one_is_refused(limiter: Limiter) -> None:
