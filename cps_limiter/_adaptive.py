@@ -28,10 +28,11 @@ DEFAULT_MAX_AGE = 30.0
 """Seconds after which a health report is stale and ignored."""
 DEFAULT_REFUSAL_FACTOR = 0.85
 """On the carrier's refusals the limit falls to this share of itself (at most once a hold)."""
-DEFAULT_REFUSAL_HOLD = 2.0
+DEFAULT_REFUSAL_HOLD = 2.5
 """Seconds after a decrease during which refusals are forgiven: a refusal arrives as late as the
-furthest moment a caller books ahead (the dialer's RATE_LIMIT_MAX_WAIT_SECONDS, 2 s), so those
-answer calls granted at the old limit, and counting them would cut it twice for one excess."""
+furthest moment a caller books ahead (the dialer's RATE_LIMIT_MAX_WAIT_SECONDS, 2 s) plus the
+dial and the report, so those answer calls granted at the old limit, and counting them would
+cut it twice for one excess."""
 MIN_REFUSAL_HOLD = 1.0
 """A decrease comes at most once a second, whatever the hold."""
 DEFAULT_AIMD_STEP = 0.02
@@ -217,6 +218,11 @@ class AimdState:
 def refused_count(refused: int) -> int:
     """``refused`` checked, before anything is sent."""
     return positive_int("refused", refused)
+
+
+def refused_command(base: str, refused: int) -> tuple[str, str, str, int]:
+    """The worker's one-line command, for a caller's own pipeline (see `refused_count`)."""
+    return ("HINCRBY", adaptive_key(base), REFUSED_FIELD, refused)
 
 
 def report_refused(client: Any, base: str, refused: int) -> Any:

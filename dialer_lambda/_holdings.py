@@ -68,11 +68,11 @@ def settle(ledger: Ledger, parts: Parts, invocation: Invocation, holdings: Holdi
     """Give back and mark what `Ledger.close` found, a round trip each at most; a Redis failure
     is logged, never raised: a pending claim then ends with its life, soon after the deadline,
     and a lease after CALL_MAX_SECONDS."""
-    store, owner = parts.claims, invocation.owner
+    store, owner, refused = parts.claims, invocation.owner, holdings.refused
     _claims(
         ledger,
         holdings.give_back_claims,
-        lambda keys: store.give_back(keys, owner),
+        lambda keys: store.give_back(keys, owner, refused),
         logging.ERROR,
         "give_back",
         "could not give back idempotency claims; retried tasks count as duplicates until the "
@@ -89,6 +89,18 @@ def settle(ledger: Ledger, parts: Parts, invocation: Invocation, holdings: Holdi
         "could not mark claims sent; a whole-batch redelivery after the deadline may dial them "
         "again (the worker's idempotency key stops the second call)",
     )
+    if refused and not holdings.give_back_claims:
+        # Claims failed open, so no give-back carried them: a round trip of their own.
+        try:
+            parts.limiter.report_refused(refused)
+        except BackendUnavailable as error:
+            ledger.redis_down(
+                logging.WARNING,
+                "report_refused",
+                "could not report the worker's refusals; the pace adapts to the next ones",
+                refused=refused,
+                error=repr(error),
+            )
     if holdings.free_leases:
         free_leases(ledger, parts.limiter, holdings.free_leases)
 

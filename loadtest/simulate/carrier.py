@@ -197,8 +197,10 @@ def draw_carrier(
     axis.stairs(values, moments, color="tab:orange", linestyle="--", label="carrier's limit")
     axis.set_xlabel("seconds since the first call")
     axis.set_ylabel("calls per second")
+    changes = "".join(f", {limit}/s from {at:g} s" for at, limit in carrier.changes)
     axis.set_title(
-        f"carrier refusals and AIMD: carrier {carrier.limit}/s over {carrier.window:g} s"
+        f"The carrier's refusals lower the pace (AIMD): a carrier of {carrier.limit}/s "
+        f"over {carrier.window:g} s{changes}"
     )
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)

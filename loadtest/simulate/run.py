@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 import httpx
 
@@ -30,6 +30,7 @@ from .counters import CounterWatch, ahead_of
 from .measure import measure_pace
 from .monitor import Monitor, limit_in_force
 from .pipe import HandlerFunction, Message, Pipe, invoke_until_drained
+from .progress import progress_bar
 from .summary import Summary, changes_of
 
 LIMITER_LOGGER: Final = "cps_limiter"
@@ -69,7 +70,7 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         for index, task in enumerate(tasks)
     ]
     handler_log = config.out / f"handler-{config.strategy}.log"
-    progress = _progress_bar(config)
+    progress = progress_bar(config)
     pipe = Pipe(
         messages,
         max_receive_count=config.max_receive_count,
@@ -270,37 +271,6 @@ def _calls_of(stub: StubHandle, since: float) -> list[Call] | None:
         return stub.calls_since(since)
     except (httpx.HTTPError, KeyError, ValueError, TypeError):
         return None
-
-
-class _Progress:
-    """A tqdm bar on stderr, or nothing."""
-
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-
-    def update(self, count: int) -> None:
-        if self._bar is not None:
-            self._bar.update(count)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _progress_bar(config: SimulationConfig) -> _Progress:
-    if not config.progress:
-        return _Progress(None)
-    from tqdm import tqdm
-
-    return _Progress(
-        tqdm(
-            total=config.tasks,
-            desc=f"{config.strategy} @ {config.max_cps}/s",
-            unit="task",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-    )
 
 
 def main(

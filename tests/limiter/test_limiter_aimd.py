@@ -1,4 +1,4 @@
-"""AIMD: the carrier's refusals lower the limit in force at most once a hold (2 s), and it climbs
+"""AIMD: the carrier's refusals lower the limit in force at most once a hold (2.5 s), and it climbs
 back by a step a second to the base limit, never below the floor. Time passes on the Redis
 clock: a test moves the last decrease back instead of sleeping."""
 
@@ -45,14 +45,14 @@ def test_a_decrease_consumes_the_pending_refusals(limiter: Limiter) -> None:
 
 def test_refusals_within_the_hold_after_a_decrease_are_forgiven(limiter: Limiter) -> None:
     _decrease(limiter)
-    _decreased_ago(limiter, 1.99)
-    assert _decrease(limiter) == 87  # a second's step, and no cut
+    _decreased_ago(limiter, 2.49)
+    assert _decrease(limiter) == 89  # two seconds' steps, and no cut
     assert limiter.aimd().refused == 0
 
 
 def test_refusals_after_the_hold_decrease_again(limiter: Limiter) -> None:
     _decrease(limiter)
-    _decreased_ago(limiter, 2.0)
+    _decreased_ago(limiter, 2.5)
     assert _decrease(limiter) == 75  # (85 + two seconds' steps of 2) x 0.85
 
 
@@ -81,7 +81,7 @@ def test_refusals_never_take_the_limit_below_the_floor(
     )
     for _ in range(10):
         _decrease(limiter)
-        _decreased_ago(limiter, 2.0)
+        _decreased_ago(limiter, 2.5)
     assert _decrease(limiter) == 50
 
 
