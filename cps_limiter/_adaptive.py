@@ -67,8 +67,8 @@ class AdaptivePolicy:
     quarter), and an answer rate below its floor cutting it again. A report older than
     ``max_age`` seconds is ignored. The carrier's refusals lower the limit to
     ``refusal_factor`` of itself at most once a ``refusal_hold`` (refusals reported within it are
-    forgiven), never below ``aimd_floor`` of the base
-    limit; each second without one it rises by ``aimd_step`` of the base limit, back to it."""
+    forgiven), never below ``aimd_floor`` of the base limit; from the hold's end it rises by
+    ``aimd_step`` of the base limit each second without one, back to it."""
 
     high_cpu: float = DEFAULT_HIGH_CPU
     high_cpu_factor: float = DEFAULT_HIGH_CPU_FACTOR

@@ -25,8 +25,9 @@
 --                 alike. seconds and micros are TIME's reply as numbers (lib_core.lua's
 --                 server_clock). One function, as each a script defines is built on each call.
 -- AIMD: pending refusals lower the limit (cap or base) to refusal factor x itself, at most once a
--- hold, and consume themselves; from that decrease it rises by one step a second, computed from
--- aimd_at on each read, so that a rise writes nothing; back at the top, the state goes.
+-- hold, and consume themselves; once the hold is over it rises by one step a second (no probing
+-- higher while the old pace's refusals may still come), computed from aimd_at on each read, so
+-- that a rise writes nothing; back at the top, the state goes.
 
 local function adaptive_limit(limit, seconds, micros, burst)
   local n = #ARGV
@@ -52,12 +53,13 @@ local function adaptive_limit(limit, seconds, micros, burst)
   if refused ~= nil or aimd ~= nil then
     local aimd_at = tonumber(state[8])
     local current = top
+    local since_hold = aimd_at and now_ms - aimd_at - tonumber(ARGV[n - 11])
     if aimd ~= nil and aimd_at ~= nil then
-      -- Never negative: a failover may bring a slower clock.
-      local steps = math.max(math.floor((now_ms - aimd_at) / 1000), 0)
+      -- None before the hold is over (nor on a failover's slower clock), then one a second.
+      local steps = since_hold >= 0 and math.floor(since_hold / 1000) + 1 or 0
       current = math.min(aimd + steps * limit * tonumber(ARGV[n - 9]), top)
     end
-    local held = aimd_at ~= nil and now_ms - aimd_at < tonumber(ARGV[n - 11])
+    local held = aimd_at ~= nil and since_hold < 0
     if refused ~= nil and refused > 0 and not held then
       current = math.max(current * tonumber(ARGV[n - 10]), limit * tonumber(ARGV[n - 8]))
       redis.call("HSET", key, "aimd", tostring(current), "aimd_at", string.format("%d", math.floor(now_ms)))

@@ -1,6 +1,6 @@
-"""AIMD: the carrier's refusals lower the limit in force at most once a hold (2.5 s), and it climbs
-back by a step a second to the base limit, never below the floor. Time passes on the Redis
-clock: a test moves the last decrease back instead of sleeping."""
+"""AIMD: the carrier's refusals lower the limit in force at most once a hold (2.5 s), and from
+the hold's end it climbs back by a step a second to the base limit, never below the floor. Time
+passes on the Redis clock: a test moves the last decrease back instead of sleeping."""
 
 from __future__ import annotations
 
@@ -46,18 +46,18 @@ def test_a_decrease_consumes_the_pending_refusals(limiter: Limiter) -> None:
 def test_refusals_within_the_hold_after_a_decrease_are_forgiven(limiter: Limiter) -> None:
     _decrease(limiter)
     _decreased_ago(limiter, 2.49)
-    assert _decrease(limiter) == 89  # two seconds' steps, and no cut
+    assert _decrease(limiter) == 85  # no cut, and no rise before the hold ends
     assert limiter.aimd().refused == 0
 
 
 def test_refusals_after_the_hold_decrease_again(limiter: Limiter) -> None:
     _decrease(limiter)
     _decreased_ago(limiter, 2.5)
-    assert _decrease(limiter) == 75  # (85 + two seconds' steps of 2) x 0.85
+    assert _decrease(limiter) == 73  # (85 + the hold's end's step of 2) x 0.85
 
 
-@pytest.mark.parametrize(("seconds", "in_force"), [(0.99, 85), (1.0, 87), (3.5, 91)])
-def test_without_refusals_the_limit_rises_a_step_each_whole_second(
+@pytest.mark.parametrize(("seconds", "in_force"), [(2.49, 85), (2.5, 87), (4.5, 91)])
+def test_from_the_holds_end_the_limit_rises_a_step_each_second(
     limiter: Limiter, seconds: float, in_force: int
 ) -> None:
     _decrease(limiter)
