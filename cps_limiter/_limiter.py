@@ -17,7 +17,6 @@ from ._adaptive import (
     read_aimd,
     read_cap,
     read_health,
-    refused_command,
     refused_count,
     report_refused,
     set_cap,
@@ -126,11 +125,6 @@ class Limiter(RulesCore):
         """Add calls the carrier refused, which an ``adaptive`` limiter's AIMD reads."""
         count, base = refused_count(refused), self.key_base(scope)
         self.run(lambda client: report_refused(client, base, count))
-
-    def refused_command(self, refused: int, scope: str | None = None) -> tuple[str, str, str, int]:
-        """`report_refused` as a command for a pipeline of the caller's, so that reporting
-        costs no round trip of its own: ``("HINCRBY", "<prefix>:adaptive", "refused", n)``."""
-        return refused_command(self.key_base(scope), refused_count(refused))
 
     def aimd(self, scope: str | None = None) -> AimdState:
         """The refusals pending and the AIMD limit of the last decrease."""
