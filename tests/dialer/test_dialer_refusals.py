@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from dialer_lambda import Dialer, Settings
+from loadtest.servers import RedisServer
 from loadtest.worker_stub import Behaviour, WorkerStub
+from tests.support.chaos import FaultyTransport, Injector, Schedule, faulty_connection
 from tests.support.dialer import FakeContext, MakeDialer, make_task
 
 BATCH = 3
@@ -39,3 +42,28 @@ def test_other_replies_report_no_refusal(
     dialer.process([make_task(n) for n in range(BATCH)], FakeContext())
     assert dialer.limiter.aimd().refused == 0
     assert dialer.limiter.peek().limit == dialer.settings.max_cps
+
+
+@pytest.mark.redis
+def test_refusals_are_reported_when_the_claims_failed_open(
+    redis_server: RedisServer, stub: WorkerStub, prefix: str
+) -> None:
+    injector = Injector(Schedule(0, "claims.send", "raise", 1, limited=False))
+    settings = Settings(
+        redis_url=redis_server.url,
+        node_worker_url=stub.url,
+        cps_key_prefix=f"{prefix}:cps",
+        idempotency_key_prefix=f"{prefix}:claim",
+    )
+    dialer = Dialer.from_settings(
+        settings,
+        redis_options={"connection_class": faulty_connection(injector, f"{prefix}:claim")},
+        worker_transport=FaultyTransport(injector, 1.0),
+    )
+    stub.set_behaviour(behaviour=Behaviour(http_503=1.0))
+    try:
+        dialer.process([make_task(n) for n in range(BATCH)], FakeContext())
+        assert injector.fired
+        assert dialer.limiter.aimd().refused == BATCH
+    finally:
+        dialer.close()
