@@ -180,7 +180,8 @@ class ClaimStore:
     def give_back(self, keys: Sequence[str], owner: str, refused: int = 0) -> int:
         """Delete ``owner``'s pending claims, so that the redelivery may dial: how many were.
         ``refused`` (the worker's 429 and 503 replies) goes to the limit's pending refusals
-        in the same round trip: a task the worker refused is always given back."""
+        in the same round trip: a task the worker refused is always given back, and its key
+        is in the ledger from before its claim's round trip, even one that failed."""
         extra = [self.limiter.refused_command(refused)] if refused else []
         replies = self._each(GIVE_BACK_LUA, keys, PENDING + owner, extra=extra)
         return sum(int(r) for r in replies[: len(keys)])

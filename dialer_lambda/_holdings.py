@@ -89,18 +89,6 @@ def settle(ledger: Ledger, parts: Parts, invocation: Invocation, holdings: Holdi
         "could not mark claims sent; a whole-batch redelivery after the deadline may dial them "
         "again (the worker's idempotency key stops the second call)",
     )
-    if refused and not holdings.give_back_claims:
-        # Claims failed open, so no give-back carried them: a round trip of their own.
-        try:
-            parts.limiter.report_refused(refused)
-        except BackendUnavailable as error:
-            ledger.redis_down(
-                logging.WARNING,
-                "report_refused",
-                "could not report the worker's refusals; the pace adapts to the next ones",
-                refused=refused,
-                error=repr(error),
-            )
     if holdings.free_leases:
         free_leases(ledger, parts.limiter, holdings.free_leases)
 
