@@ -1,7 +1,8 @@
 -- Adaptive limit: the limit in force, from the strategy's base limit, the operator's cap, the
--- carrier's refusals (AIMD) and the health report of the dialing host. The limiter puts this prelude before each strategy's
--- script, after lib_core.lua (Lua has no include), so the limit in force costs no extra round
--- trip, and one read: the cap and the report share a hash (adaptive_write.lua writes it).
+-- carrier's refusals (AIMD) and the health report of the dialing host. The limiter puts this
+-- prelude before each strategy's script, after lib_core.lua (Lua has no include), so the limit
+-- in force costs no extra round trip, and one read: the cap, the AIMD state and the report
+-- share a hash (adaptive_write.lua writes the cap and the report, the worker the refusals).
 --
 -- ARGV[#ARGV]      "1": adaptive; anything else: the base limit as it is, and the key and
 --                  arguments below are not sent
@@ -62,7 +63,8 @@ local function adaptive_limit(limit, seconds, micros, burst)
     local held = aimd_at ~= nil and since_hold < 0
     if refused ~= nil and refused > 0 and not held then
       current = math.max(current * tonumber(ARGV[n - 10]), limit * tonumber(ARGV[n - 8]))
-      redis.call("HSET", key, "aimd", tostring(current), "aimd_at", string.format("%d", math.floor(now_ms)))
+      local stamp = string.format("%d", math.floor(now_ms))
+      redis.call("HSET", key, "aimd", tostring(current), "aimd_at", stamp)
       redis.call("HDEL", key, "refused")
     elseif refused ~= nil then
       redis.call("HDEL", key, "refused")
