@@ -1,6 +1,6 @@
 """cps_limiter: exact, fast, fail-safe distributed rate limiting on Redis."""
 
-from ._adaptive import AdaptivePolicy, HealthReport
+from ._adaptive import AdaptivePolicy, AimdState, HealthReport
 from ._async_limiter import AsyncLimiter
 from ._decision import Decision, RateLimitExceeded
 from ._errors import BackendUnavailable, ConfigurationError, LimiterError
@@ -14,6 +14,7 @@ __all__ = [
     "MAX_LEASE_ID_LENGTH",
     "STRATEGY_NAMES",
     "AdaptivePolicy",
+    "AimdState",
     "AsyncLimiter",
     "BackendUnavailable",
     "Concurrency",

@@ -1,10 +1,11 @@
-"""Adaptive CPS: the limit in force from a base limit, an operator's cap and a health report.
+"""Adaptive CPS: the limit in force from a base limit, an operator's cap, the carrier's refusals
+(AIMD) and a health report.
 
 The policy is a value; the limit in force is computed inside each decision's script
 (``lua/adaptive.lua``) from one hash beside the limit's own keys, ``<base>:adaptive``, which
-holds the cap and the health report. The functions here write and read it for operators, on
-sync and asyncio clients alike: the writes send one script and return what the client returns
-(an awaitable on an asyncio client), and the reads have an ``_async`` twin.
+holds the cap, the AIMD state and the health report. The functions here write and read it for
+operators, on sync and asyncio clients alike: the writes send one command and return what the
+client returns (an awaitable on an asyncio client), and the reads have an ``_async`` twin.
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ DEFAULT_ANSWER_RATE_FLOOR = 0.3
 DEFAULT_LOW_ANSWER_FACTOR = 0.5
 DEFAULT_MAX_AGE = 30.0
 """Seconds after which a health report is stale and ignored."""
+DEFAULT_REFUSAL_FACTOR = 0.85
+"""On the carrier's refusals the limit falls to this share of itself (at most once a hold)."""
+DEFAULT_REFUSAL_HOLD = 2.5
+"""Seconds after a decrease during which refusals are forgiven: a refusal arrives as late as the
+furthest moment a caller books ahead (the dialer's RATE_LIMIT_MAX_WAIT_SECONDS, 2 s) plus the
+dial and the report, so those answer calls granted at the old limit, and counting them would
+cut it twice for one excess."""
+MIN_REFUSAL_HOLD = 1.0
+"""A decrease comes at most once a second, whatever the hold."""
+DEFAULT_AIMD_STEP = 0.02
+"""Each second without a refusal the limit rises by this share of the base limit."""
+DEFAULT_AIMD_FLOOR = 0.1
+"""The share of the base limit that refusals never take the limit below."""
+REFUSED_FIELD = "refused"
+"""The adaptive hash's field that the worker adds the carrier's refusals to (HINCRBY)."""
 
 OFF_ARGUMENTS: list[str] = []
 """The trailing ARGV of a limiter without a policy: none. The last ARGV is then the request's
@@ -49,7 +65,10 @@ def _percent(name: str, value: object) -> float:
 class AdaptivePolicy:
     """How health cuts the pace: the seed's tiers (over 80% CPU half the limit, over 90% a
     quarter), and an answer rate below its floor cutting it again. A report older than
-    ``max_age`` seconds is ignored."""
+    ``max_age`` seconds is ignored. The carrier's refusals lower the limit to
+    ``refusal_factor`` of itself at most once a ``refusal_hold`` (refusals reported within it are
+    forgiven), never below ``aimd_floor`` of the base limit; from the hold's end it rises by
+    ``aimd_step`` of the base limit each second without one, back to it."""
 
     high_cpu: float = DEFAULT_HIGH_CPU
     high_cpu_factor: float = DEFAULT_HIGH_CPU_FACTOR
@@ -58,6 +77,10 @@ class AdaptivePolicy:
     answer_rate_floor: float = DEFAULT_ANSWER_RATE_FLOOR
     low_answer_factor: float = DEFAULT_LOW_ANSWER_FACTOR
     max_age: float = DEFAULT_MAX_AGE
+    refusal_factor: float = DEFAULT_REFUSAL_FACTOR
+    refusal_hold: float = DEFAULT_REFUSAL_HOLD
+    aimd_step: float = DEFAULT_AIMD_STEP
+    aimd_floor: float = DEFAULT_AIMD_FLOOR
 
     def __post_init__(self) -> None:
         _percent("high_cpu", self.high_cpu)
@@ -70,10 +93,21 @@ class AdaptivePolicy:
             _fraction(name, getattr(self, name))
         _fraction("answer_rate_floor", self.answer_rate_floor)
         positive_number("max_age", self.max_age)
+        if not positive_number("refusal_hold", self.refusal_hold) >= MIN_REFUSAL_HOLD:
+            raise ConfigurationError(
+                f"refusal_hold must be at least {MIN_REFUSAL_HOLD} s, got {self.refusal_hold}"
+            )
+        for name in ("refusal_factor", "aimd_step", "aimd_floor"):
+            if _fraction(name, getattr(self, name)) <= 0:
+                raise ConfigurationError(f"{name} must be more than 0")
 
     def arguments(self) -> list[str]:
         """The trailing ARGV that lua/adaptive.lua reads."""
         return [
+            str(math.ceil(self.refusal_hold * 1000)),
+            repr(float(self.refusal_factor)),
+            repr(float(self.aimd_step)),
+            repr(float(self.aimd_floor)),
             repr(float(self.high_cpu)),
             repr(float(self.high_cpu_factor)),
             repr(float(self.critical_cpu)),
@@ -97,6 +131,7 @@ HEALTH_TTL = 86400
 """Seconds a health report is kept: long after it is stale it is useless."""
 _HEALTH_FIELDS = ("cpu", "answer_rate", "at")
 _CAP_FIELDS = ("cap", "cap_until")
+_AIMD_FIELDS = (REFUSED_FIELD, "aimd", "aimd_at")
 WRITE_SCRIPT = "adaptive_write.lua"
 
 
@@ -168,6 +203,51 @@ def _cap(values: Any, server_time: Any) -> tuple[int | None, float | None]:
         return None, None
     left = (float(until) - _milliseconds(server_time)) / 1000
     return (int(value), left) if left > 0 else (None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AimdState:
+    refused: int
+    """Refusals reported and not yet acted on."""
+    limit: float | None
+    """The AIMD limit set by the last decrease, before its rises since (None: none in force)."""
+    since_decrease: float | None
+    """Seconds since that decrease, on the Redis clock."""
+
+
+def refused_count(refused: int) -> int:
+    """``refused`` checked, before anything is sent."""
+    return positive_int("refused", refused)
+
+
+def refused_command(base: str, refused: int) -> tuple[str, str, str, int]:
+    """The worker's one-line command, for a caller's own pipeline (see `refused_count`)."""
+    return ("HINCRBY", adaptive_key(base), REFUSED_FIELD, refused)
+
+
+def report_refused(client: Any, base: str, refused: int) -> Any:
+    """Add ``refused`` calls (see `refused_count`) to the pending refusals: the worker's
+    one-line command."""
+    return client.hincrby(adaptive_key(base), REFUSED_FIELD, refused)
+
+
+def _aimd(values: Any, server_time: Any) -> AimdState:
+    refused, limit, at = values
+    return AimdState(
+        refused=int(refused or 0),
+        limit=None if limit is None else float(limit),
+        since_decrease=None
+        if at is None
+        else max((_milliseconds(server_time) - float(at)) / 1000, 0.0),
+    )
+
+
+def read_aimd(client: Any, base: str) -> AimdState:
+    return _aimd(client.hmget(adaptive_key(base), _AIMD_FIELDS), client.time())
+
+
+async def read_aimd_async(client: Any, base: str) -> AimdState:
+    return _aimd(await client.hmget(adaptive_key(base), _AIMD_FIELDS), await client.time())
 
 
 def read_health(client: Any, base: str) -> HealthReport:

@@ -9,12 +9,16 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ._adaptive import (
+    AimdState,
     HealthReport,
     cap_arguments,
     clear_cap,
     health_fields,
+    read_aimd_async,
     read_cap_async,
     read_health_async,
+    refused_count,
+    report_refused,
     set_cap,
     write_health,
 )
@@ -112,6 +116,16 @@ class AsyncLimiter(RulesCore):
     async def health(self, scope: str | None = None) -> HealthReport:
         base = self.key_base(scope)
         return await self.run(lambda client: read_health_async(client, base))
+
+    async def report_refused(self, refused: int, scope: str | None = None) -> None:
+        """As `Limiter.report_refused`."""
+        count, base = refused_count(refused), self.key_base(scope)
+        await self.run(lambda client: report_refused(client, base, count))
+
+    async def aimd(self, scope: str | None = None) -> AimdState:
+        """As `Limiter.aimd`."""
+        base = self.key_base(scope)
+        return await self.run(lambda client: read_aimd_async(client, base))
 
     async def set_cap(self, limit: int, ttl: float, scope: str | None = None) -> None:
         """As `Limiter.set_cap`."""

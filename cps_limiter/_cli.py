@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status",
         parents=[common],
-        help="base limit, health tier, cap, limit in force, this second's count, leases held "
-        "per scope (campaign), Redis",
+        help="base limit, health tier, cap, the carrier's refusals (AIMD), limit in force, "
+        "this second's count, leases held per scope (campaign), Redis",
     )
     commands.add_parser("check", parents=[common], help="take one permit and print the decision")
     health = commands.add_parser("health", parents=[common], help="report the host's health")
@@ -115,6 +115,7 @@ def _status(args: argparse.Namespace, limiter: Limiter) -> dict[str, object]:
     health = limiter.health(args.scope)
     stale = health.age is None or health.age > policy.max_age
     cap, cap_ttl = limiter.cap(args.scope)
+    aimd = limiter.aimd(args.scope)
     peeked = limiter.peek(args.scope)
     key, count = _this_second(limiter, args.scope)
     report.update(
@@ -127,6 +128,11 @@ def _status(args: argparse.Namespace, limiter: Limiter) -> dict[str, object]:
             ),
             "cap": cap,
             "cap_ttl_s": cap_ttl,
+            "refusals_pending": aimd.refused,
+            "aimd_limit": None if aimd.limit is None else round(aimd.limit, 1),
+            "aimd_decreased_s_ago": (
+                None if aimd.since_decrease is None else round(aimd.since_decrease, 1)
+            ),
             "limit_in_force": peeked.limit,
             "count": peeked.limit - peeked.remaining if count is None else count,
         }

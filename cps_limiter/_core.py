@@ -13,7 +13,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from ._adaptive import OFF_ARGUMENTS, AdaptivePolicy, adaptive_key
+from ._adaptive import (
+    OFF_ARGUMENTS,
+    AdaptivePolicy,
+    adaptive_key,
+    refused_command,
+    refused_count,
+)
 from ._backend import Backend
 from ._breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIME, CircuitBreaker
 from ._clock import HostClock
@@ -189,6 +195,11 @@ class LimiterCore:
         cluster the prefix is a hash tag, so that the keys of one decision share a slot."""
         checked = None if scope is None else key_part("scope", scope)
         return limit_base(self._prefix, checked, self._cluster)
+
+    def refused_command(self, refused: int, scope: str | None = None) -> tuple[str, str, str, int]:
+        """`report_refused` as a command for a pipeline of the caller's, so that reporting
+        costs no round trip of its own: ``("HINCRBY", "<prefix>:adaptive", "refused", n)``."""
+        return refused_command(self.key_base(scope), refused_count(refused))
 
     def _request(
         self, scope: str | None, permits: int, partial: bool, max_wait: float, mode: str

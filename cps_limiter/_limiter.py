@@ -9,12 +9,16 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ._adaptive import (
+    AimdState,
     HealthReport,
     cap_arguments,
     clear_cap,
     health_fields,
+    read_aimd,
     read_cap,
     read_health,
+    refused_count,
+    report_refused,
     set_cap,
     write_health,
 )
@@ -116,6 +120,16 @@ class Limiter(RulesCore):
     def health(self, scope: str | None = None) -> HealthReport:
         base = self.key_base(scope)
         return self.run(lambda client: read_health(client, base))
+
+    def report_refused(self, refused: int, scope: str | None = None) -> None:
+        """Add calls the carrier refused, which an ``adaptive`` limiter's AIMD reads."""
+        count, base = refused_count(refused), self.key_base(scope)
+        self.run(lambda client: report_refused(client, base, count))
+
+    def aimd(self, scope: str | None = None) -> AimdState:
+        """The refusals pending and the AIMD limit of the last decrease."""
+        base = self.key_base(scope)
+        return self.run(lambda client: read_aimd(client, base))
 
     def set_cap(self, limit: int, ttl: float, scope: str | None = None) -> None:
         """Replace the base limit with ``limit`` for ``ttl`` seconds (an ``adaptive`` limiter)."""

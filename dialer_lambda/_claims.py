@@ -177,12 +177,23 @@ class ClaimStore:
         the claim had become someone else's (its pending life ran out and a redelivery took it)."""
         return [bool(r) for r in self._each(MARK_SENT_LUA, keys, PENDING + owner, SENT + owner)]
 
-    def give_back(self, keys: Sequence[str], owner: str) -> int:
-        """Delete ``owner``'s pending claims, so that the redelivery may dial: how many were."""
-        return sum(int(r) for r in self._each(GIVE_BACK_LUA, keys, PENDING + owner))
+    def give_back(self, keys: Sequence[str], owner: str, refused: int = 0) -> int:
+        """Delete ``owner``'s pending claims, so that the redelivery may dial: how many were.
+        ``refused`` (the worker's 429 and 503 replies) goes to the limit's pending refusals
+        in the same round trip: a task the worker refused is always given back, and its key
+        is in the ledger from before its claim's round trip, even one that failed."""
+        extra = [self.limiter.refused_command(refused)] if refused else []
+        replies = self._each(GIVE_BACK_LUA, keys, PENDING + owner, extra=extra)
+        return sum(int(r) for r in replies[: len(keys)])
 
-    def _each(self, script: str, keys: Sequence[str], *args: str) -> list[Any]:
-        if not keys:
+    def _each(
+        self,
+        script: str,
+        keys: Sequence[str],
+        *args: str,
+        extra: Sequence[Sequence[str | int]] = (),
+    ) -> list[Any]:
+        if not keys and not extra:
             return []
 
         def each(client: Any) -> list[Any]:
@@ -191,6 +202,8 @@ class ClaimStore:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.execute_command("EVAL", script, 1, key, *args, self.ttl)
+            for command in extra:
+                pipe.execute_command(*command)
             return list(pipe.execute())
 
         return self.limiter.run(each)

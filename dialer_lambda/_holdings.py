@@ -68,11 +68,11 @@ def settle(ledger: Ledger, parts: Parts, invocation: Invocation, holdings: Holdi
     """Give back and mark what `Ledger.close` found, a round trip each at most; a Redis failure
     is logged, never raised: a pending claim then ends with its life, soon after the deadline,
     and a lease after CALL_MAX_SECONDS."""
-    store, owner = parts.claims, invocation.owner
+    store, owner, refused = parts.claims, invocation.owner, holdings.refused
     _claims(
         ledger,
         holdings.give_back_claims,
-        lambda keys: store.give_back(keys, owner),
+        lambda keys: store.give_back(keys, owner, refused),
         logging.ERROR,
         "give_back",
         "could not give back idempotency claims; retried tasks count as duplicates until the "

@@ -24,7 +24,7 @@ from cps_limiter import Decision
 from ._logging import log_event
 from ._outcome import TaskOutcome, TaskStatus
 from ._tasks import DialTask, Reported
-from ._worker import DialOutcome
+from ._worker import BUSY_STATUSES, DialOutcome
 
 INTERNAL_ERROR: Final = "internal error before the dial; back to the queue"
 MAYBE_SENT_ERROR: Final = "internal error during the dial; it may have been placed, not retried"
@@ -78,6 +78,8 @@ class Holdings:
     give_back_claims: tuple[str, ...] = ()
     free_leases: tuple[tuple[str, str], ...] = ()
     mark_sent_claims: tuple[str, ...] = ()
+    refused: int = 0
+    """Dials the worker answered 429 or 503: the carrier's (or its own) refusals."""
 
 
 class StateError(RuntimeError):
@@ -266,6 +268,10 @@ class Ledger:
                 ),
                 mark_sent_claims=tuple(
                     r.claim for r in sent if r.claim is not None and not r.claim_sent
+                ),
+                refused=sum(
+                    r.dialed is not None and r.dialed.http_status in BUSY_STATUSES
+                    for r in self.records
                 ),
             )
         return ended, holdings

@@ -38,6 +38,11 @@ class BatchMetrics:
     WorkerRequests: int = 0
     WorkerHttpErrors: int = 0
     LeasesExpired: int = 0
+    WorkerRefusals: int = 0
+    """Dials the worker answered 429 or 503, reported to the limit's AIMD."""
+    LimitInForce: int = 0
+    """The limit in force at the batch's last decision: MAX_CPS, or less after refusals, a cap
+    or a health report."""
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -46,9 +51,10 @@ class BatchMetrics:
 
 
 UNITS: Final = {item.name: COUNT for item in fields(BatchMetrics)} | {
-    "CurrentCPS": COUNT_PER_SECOND
+    "CurrentCPS": COUNT_PER_SECOND,
+    "LimitInForce": COUNT_PER_SECOND,
 }
-GAUGES: Final = frozenset({"CurrentCPS"})
+GAUGES: Final = frozenset({"CurrentCPS", "LimitInForce"})
 
 
 def emf_record(batch: BatchMetrics, service: str, timestamp_ms: int) -> dict[str, object]:

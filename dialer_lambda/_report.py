@@ -15,6 +15,7 @@ from ._logging import log_event
 from ._metrics import BatchMetrics
 from ._outcome import TaskStatus
 from ._tally import counts_in_decisions, tallied
+from ._worker import BUSY_STATUSES
 
 if TYPE_CHECKING:
     from ._invocation import Invocation, Parts
@@ -97,6 +98,8 @@ def report(
             WorkerRequests=len(dialed),
             WorkerHttpErrors=sum(outcome.worker_error for outcome in dialed),
             LeasesExpired=ledger.leases_expired,
+            WorkerRefusals=sum(outcome.http_status in BUSY_STATUSES for outcome in dialed),
+            LimitInForce=next((d.limit for d in reversed(ledger.decisions) if not d.fail_open), 0),
         )
     )
     figures: Mapping[str, Any] = result

@@ -63,15 +63,17 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def worker_stub_process(delay_ms: float = 0.0, log: Path | None = None) -> Iterator[str]:
-    """``python -m loadtest.worker_stub`` in a process of its own, its output going to ``log``
-    (or nowhere); yields its URL."""
+def worker_stub_process(
+    delay_ms: float = 0.0, log: Path | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
+    """``python -m loadtest.worker_stub`` in a process of its own, with ``extra`` arguments,
+    its output going to ``log`` (or nowhere); yields its URL."""
     port = free_port()
     command = [sys.executable, "-m", "loadtest.worker_stub", "--port", str(port)]
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(log.open("w")) if log is not None else subprocess.DEVNULL
         process = subprocess.Popen(
-            [*command, "--delay-ms", str(delay_ms)],
+            [*command, "--delay-ms", str(delay_ms), *extra],
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

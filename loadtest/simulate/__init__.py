@@ -14,7 +14,10 @@ delivered once more, as SQS standard queues do now and then, to show that nobody
 
 A health agent reads the worker's own health every 100 ms and reports it to the handler's
 limiter, whose adaptive policy cuts the pace; ``--cpu-spike-at`` raises the worker's CPU
-mid-run to show it. `Hooks` replaces the agent.
+mid-run to show it. `Hooks` replaces the agent. With ``--carrier-limit`` the stub's carrier
+refuses what is over its limit, the agent relays the refusals to the limiter (AIMD), and the
+summary and ``carrier-<strategy>.png`` show the refusals, the carrier's limit used and the
+recovery (`carrier`).
 
 The summary counts the outcomes, the redeliveries, and the pace as a carrier sees it, each
 figure against its target (`targets`): the most calls that arrived at the worker within any

@@ -15,6 +15,9 @@ from dialer_lambda._config import STRATEGIES as DIALER_STRATEGIES
 from dialer_lambda._config import Strategy
 from loadtest.tasks import BATCH, DEFAULT_INVALID_RATE
 from loadtest.worker_stub import StubHealth
+from loadtest.worker_stub.carrier import CarrierLimit
+
+from .carrier import add_carrier_arguments, carrier_of
 
 StrategyName = Strategy
 STRATEGIES: Final[tuple[StrategyName, ...]] = DIALER_STRATEGIES
@@ -104,6 +107,8 @@ class SimulationConfig:
     """How long each answered call lasts; when set, each campaign has `max_concurrent_calls`
     and the calls free their leases as they end. None: calls take no time, no limit."""
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
+    carrier: CarrierLimit | None = None
+    """The carrier behind the stub, which refuses what is over its limit."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -244,6 +249,7 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
         default=DEFAULT_MAX_CONCURRENT_CALLS,
         help="each campaign's maxConcurrentCalls with --call-seconds",
     )
+    add_carrier_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return SimulationConfig(
@@ -274,6 +280,7 @@ def parse_args(argv: Sequence[str] | None) -> SimulationConfig:
             campaigns=args.campaigns,
             call_seconds=args.call_seconds,
             max_concurrent_calls=args.max_concurrent_calls,
+            carrier=carrier_of(args),
         )
     except ValueError as error:
         parser.error(str(error))

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 import httpx
 
@@ -24,11 +24,13 @@ from loadtest.tasks import make_tasks
 from loadtest.worker_stub import Call, CallEnds, RemoteStub, StubHandle, StubHealth
 
 from .campaigns import CallEndWatch, campaign_figures
+from .carrier import carrier_figures, refusal_relay, stub_arguments
 from .config import Hooks, SimulationConfig, parse_args
 from .counters import CounterWatch, ahead_of
 from .measure import measure_pace
 from .monitor import Monitor, limit_in_force
 from .pipe import HandlerFunction, Message, Pipe, invoke_until_drained
+from .progress import progress_bar
 from .summary import Summary, changes_of
 
 LIMITER_LOGGER: Final = "cps_limiter"
@@ -68,7 +70,7 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         for index, task in enumerate(tasks)
     ]
     handler_log = config.out / f"handler-{config.strategy}.log"
-    progress = _progress_bar(config)
+    progress = progress_bar(config)
     pipe = Pipe(
         messages,
         max_receive_count=config.max_receive_count,
@@ -82,8 +84,11 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         with build_dialer(env) as dialer:
             limiter = dialer.limiter
 
+            relay = refusal_relay(limiter)
+
             def report(health: StubHealth) -> None:
                 limiter.report_health(cpu=health.cpu_percent, answer_rate=health.answer_rate)
+                relay(health)
 
             counters = CounterWatch(
                 limiter.client,
@@ -152,6 +157,16 @@ def run_simulation(config: SimulationConfig, hooks: Hooks | None = None) -> Summ
         campaign_peaks=campaign_peaks,
         campaign_limit=config.max_concurrent_calls if config.call_seconds is not None else None,
         campaign_chart=campaign_chart,
+        carrier=config.carrier,
+        carrier_figures=None
+        if config.carrier is None or calls is None
+        else carrier_figures(
+            config.carrier,
+            calls,
+            monitor.limits,
+            started,
+            config.out / f"carrier-{config.strategy}.png",
+        ),
     )
 
 
@@ -213,7 +228,8 @@ def _worker(config: SimulationConfig) -> Iterator[StubHandle]:
         return
     log = config.out / "worker-stub.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with worker_stub_process(log=log) as url, RemoteStub(url) as remote:
+    extra = stub_arguments(config.carrier)
+    with worker_stub_process(log=log, extra=extra) as url, RemoteStub(url) as remote:
         remote.set_behaviour(delay_ms=config.worker_delay_ms, fail=config.worker_fail_rate)
         yield remote
 
@@ -255,37 +271,6 @@ def _calls_of(stub: StubHandle, since: float) -> list[Call] | None:
         return stub.calls_since(since)
     except (httpx.HTTPError, KeyError, ValueError, TypeError):
         return None
-
-
-class _Progress:
-    """A tqdm bar on stderr, or nothing."""
-
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-
-    def update(self, count: int) -> None:
-        if self._bar is not None:
-            self._bar.update(count)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _progress_bar(config: SimulationConfig) -> _Progress:
-    if not config.progress:
-        return _Progress(None)
-    from tqdm import tqdm
-
-    return _Progress(
-        tqdm(
-            total=config.tasks,
-            desc=f"{config.strategy} @ {config.max_cps}/s",
-            unit="task",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-    )
 
 
 def main(

@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.worker_stub.carrier import CarrierLimit
+
+from .carrier import CarrierFigures
 from .config import StrategyName
 from .pace import Pace
 from .targets import Figure, pacing_figures
@@ -46,6 +49,8 @@ class Summary:
     """With lasting calls: each campaign's most calls in progress at the worker."""
     campaign_limit: int | None = None
     campaign_chart: Path | None = None
+    carrier: CarrierLimit | None = None
+    carrier_figures: CarrierFigures | None = None
 
     @property
     def dead_lettered(self) -> int:
@@ -123,6 +128,8 @@ class Summary:
                     f"  dial path: {pace.lag_p50 * 1000:.0f} ms from callId stamp to the worker "
                     f"(median), {pace.lag_p99 * 1000:.0f} ms (99th percentile)"
                 )
+        if self.carrier is not None and self.carrier_figures is not None:
+            lines += self.carrier_figures.render(self.carrier)
         written = [str(p) for p in (self.pace.chart if self.pace else None, self.handler_log) if p]
         lines.append(f"  written: {', '.join(written)}")
         return "\n".join(lines)

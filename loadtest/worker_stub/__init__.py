@@ -8,6 +8,8 @@ Python: ``with WorkerStub() as stub: ...`` (a free port, a background thread).
 Other processes: ``python -m loadtest.worker_stub --port 3000 --fail-rate 0.1`` and the
 HTTP control endpoints ``POST /_control``, ``GET /_calls``, ``DELETE /_calls``, ``GET /_health``.
 ``GET /health`` is the worker's own simulated health (CPU, answer rate) for the adaptive pace.
+``--carrier-limit`` puts a carrier behind it that refuses what is over its rolling window
+(`carrier`), each refusal reported as the worker must (``HINCRBY <prefix>:adaptive refused 1``).
 """
 
 from .behaviour import Behaviour, Outcome, Setting

@@ -21,6 +21,13 @@ def lease_key(prefix: str, campaign_id: str, cluster: bool = False) -> str:
     return f"{base}:campaign:{campaign_id}:leases"
 
 
+def client_from_url(url: str) -> Any:
+    """A Redis client for the stub's own commands; ``?cluster=true`` names a cluster."""
+    if "cluster=true" in url:
+        return redis.RedisCluster.from_url(url.replace("?cluster=true", ""))
+    return redis.Redis.from_url(url)
+
+
 class CallEnds:
     """Ends each answered call ``call_seconds`` after it was answered, in one thread, and
     releases its lease. A call whose campaign has no lease is released all the same: ZREM of a
@@ -45,13 +52,7 @@ class CallEnds:
 
     @classmethod
     def from_url(cls, url: str, call_seconds: float, prefix: str = DEFAULT_PREFIX) -> CallEnds:
-        cluster = "cluster=true" in url
-        client: Any = (
-            redis.RedisCluster.from_url(url.replace("?cluster=true", ""))
-            if cluster
-            else redis.Redis.from_url(url)
-        )
-        ends = cls(client, call_seconds, prefix)
+        ends = cls(client_from_url(url), call_seconds, prefix)
         ends._owns_client = True
         return ends
 

@@ -15,7 +15,8 @@ from types import FrameType
 from typing import Final
 
 from .behaviour import SETTINGS, Behaviour
-from .calls import CallEnds
+from .calls import CallEnds, client_from_url
+from .carrier import DEFAULT_CARRIER_WINDOW, Carrier, CarrierLimit, Refusals, parse_change
 from .server import DEFAULT_ANSWER_RATE, DEFAULT_CPU_PERCENT, DEFAULT_HOST, WorkerStub
 
 DEFAULT_PORT: Final = 3000
@@ -50,14 +51,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL"), help="(default: $REDIS_URL)"
     )
-    parser.add_argument("--lease-prefix", default=os.environ.get("CPS_KEY_PREFIX", "cps"))
+    parser.add_argument(
+        "--lease-prefix",
+        default=os.environ.get("CPS_KEY_PREFIX", "cps"),
+        help="the dialer's key prefix, for leases and refusals (default: $CPS_KEY_PREFIX or cps)",
+    )
     parser.add_argument(
         "--ignore-idempotency-key",
         action="store_true",
         help="place a call for every dial, as the seed's worker does (by default a dial whose "
         "Idempotency-Key placed a call before places none)",
     )
+    parser.add_argument(
+        "--carrier-limit",
+        type=int,
+        default=None,
+        help="the carrier behind the worker takes this many calls a second and refuses the "
+        "rest (SIP 503 after /dial answered); each refusal is reported with HINCRBY "
+        "<prefix>:adaptive refused 1 when --redis-url is given",
+    )
+    parser.add_argument(
+        "--carrier-window",
+        type=float,
+        default=DEFAULT_CARRIER_WINDOW,
+        help="seconds the carrier counts over: 1 (Vonage), 5 (Telnyx; limit x 5 in any 5 s)",
+    )
+    parser.add_argument(
+        "--carrier-limit-after",
+        type=parse_change,
+        action="append",
+        default=[],
+        metavar="SECONDS:LIMIT",
+        help="from SECONDS after the first call the carrier's limit is LIMIT (repeatable)",
+    )
     return parser.parse_args(argv)
+
+
+def carrier_of(args: argparse.Namespace) -> Carrier | None:
+    """The carrier the command line asks for; ValueError names what is wrong."""
+    if args.carrier_limit is None:
+        if args.carrier_limit_after:
+            raise ValueError("--carrier-limit-after needs --carrier-limit")
+        return None
+    return Carrier(
+        CarrierLimit(args.carrier_limit, args.carrier_window, tuple(args.carrier_limit_after))
+    )
 
 
 def behaviour_of(args: argparse.Namespace) -> Behaviour:
@@ -83,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.redis_url:
                 raise ValueError("--call-seconds needs --redis-url (or $REDIS_URL)")
             ends = CallEnds.from_url(args.redis_url, args.call_seconds, args.lease_prefix)
+        carrier = carrier_of(args)
+        refusals = None
+        if carrier is not None and args.redis_url:
+            client = client_from_url(args.redis_url)
+            refusals = Refusals(client, args.lease_prefix, owns_client=True)
         stub = WorkerStub(
             args.host,
             args.port,
@@ -91,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             answer_rate=args.answer_rate,
             call_ends=ends,
             honour_keys=not args.ignore_idempotency_key,
+            carrier=carrier,
+            refusals=refusals,
         )
     except (ValueError, OSError) as exc:
         print(f"worker stub: {exc}")

@@ -26,6 +26,8 @@ class Call:
     """Its ``Idempotency-Key`` header, when it carried one."""
     repeat: bool = False
     """A key the stub had already placed a call for (when it honours keys): not placed again."""
+    refused: bool = False
+    """Placed, and refused by the carrier (SIP 503 after `/dial` answered)."""
 
     @property
     def placed(self) -> bool:
@@ -51,6 +53,7 @@ class Call:
             "body": None if self.body is None else dict(self.body),
             "key": self.key,
             "repeat": self.repeat,
+            "refused": self.refused,
         }
 
     @classmethod
@@ -64,6 +67,7 @@ class Call:
             body=body if isinstance(body, dict) else None,
             key=data.get("key"),
             repeat=bool(data.get("repeat", False)),
+            refused=bool(data.get("refused", False)),
         )
 
 
@@ -75,6 +79,8 @@ class StubHealth:
     answer_rate: float
     calls_last_second: int
     taken_at: float
+    refused: int = 0
+    """Calls the carrier refused so far."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -83,6 +89,7 @@ class StubHealth:
             "answerRate": self.answer_rate,
             "callsLastSecond": self.calls_last_second,
             "takenAt": self.taken_at,
+            "refused": self.refused,
         }
 
     @classmethod
@@ -92,6 +99,7 @@ class StubHealth:
             answer_rate=float(data["answerRate"]),
             calls_last_second=int(data["callsLastSecond"]),
             taken_at=float(data["takenAt"]),
+            refused=int(data.get("refused", 0)),
         )
 
 

@@ -144,6 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
             case Outcome.OK:
                 answer = {"success": True, "callId": call_id, "status": "dialing"}
                 self._send_json(HTTPStatus.OK, answer)
+                refusals = self._stub.refusals
+                if call.refused:
+                    # The carrier's SIP 503: the call ends at once, and the limiter is told.
+                    if refusals is not None:
+                        refusals.refused()
+                    return
                 ends = self._stub.call_ends
                 if ends is not None and call.body is not None:
                     ends.answered(call.body)

@@ -11,6 +11,7 @@ from typing import Any, Final, Self
 
 from .behaviour import Behaviour, Outcome
 from .calls import CallEnds
+from .carrier import Carrier, Refusals
 from .records import Call, StubHealth, check_health
 from .routes import StubServer
 
@@ -36,14 +37,20 @@ class WorkerStub:
         answer_rate: float = DEFAULT_ANSWER_RATE,
         call_ends: CallEnds | None = None,
         honour_keys: bool = True,
+        carrier: Carrier | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         """``call_ends``: answered calls last its ``call_seconds``, and each one's end frees
         its campaign lease (the stub closes it when it stops). ``honour_keys``: a dial whose
         ``Idempotency-Key`` already placed a call places none and is answered as a duplicate;
-        False is the seed's worker, which knows no key."""
+        False is the seed's worker, which knows no key. ``carrier``: placed calls go to it, and
+        those it refuses are still answered as placed (the SIP 503 comes later), and reported
+        to ``refusals`` when given (the stub closes it when it stops)."""
         check_health(cpu_percent, answer_rate)
         self.call_ends = call_ends
         self.honour_keys = honour_keys
+        self.carrier = carrier
+        self.refusals = refusals
         self._placed_keys: set[str | None] = set()
         self._initial = (behaviour or Behaviour(), cpu_percent, answer_rate)
         self._lock = threading.Lock()
@@ -80,6 +87,8 @@ class WorkerStub:
         self._server.server_close()
         if self.call_ends is not None:
             self.call_ends.close()
+        if self.refusals is not None:
+            self.refusals.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -176,7 +185,10 @@ class WorkerStub:
                 if call.monotonic < now - 1.0:
                     break
                 recent += 1
-            return StubHealth(self._cpu_percent, self._answer_rate, recent, time.time())
+            refused = 0 if self.carrier is None else self.carrier.refused
+            return StubHealth(
+                self._cpu_percent, self._answer_rate, recent, time.time(), refused=refused
+            )
 
     def state_json(self) -> dict[str, object]:
         with self._lock:
@@ -205,7 +217,13 @@ class WorkerStub:
             number = self._sequence.get(key, 0) + 1
             self._sequence[key] = number
             delay, outcome = behaviour.plan(number)
-            call = Call(arrived, time.monotonic(), outcome, delay, body, idempotency)
+            moment = time.monotonic()
+            refused = (
+                outcome is Outcome.OK
+                and self.carrier is not None
+                and not self.carrier.offer(moment)
+            )
+            call = Call(arrived, moment, outcome, delay, body, idempotency, refused=refused)
             self._calls.append(call)
             if call.placed and idempotency is not None:
                 self._placed_keys.add(idempotency)

@@ -32,7 +32,10 @@ METRIC_NAMES = {
     "WorkerRequests",
     "WorkerHttpErrors",
     "LeasesExpired",
+    "WorkerRefusals",
+    "LimitInForce",
 }
+PER_SECOND = {"CurrentCPS", "LimitInForce"}
 
 
 # -- masking ------------------------------------------------------------------------------------
@@ -121,10 +124,8 @@ def test_the_emf_record_has_the_namespace_dimension_and_every_metric() -> None:
     assert directive["Dimensions"] == [["service"]]
     units = {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]}
     assert set(units) == METRIC_NAMES
-    assert units["CurrentCPS"] == "Count/Second"
-    assert {name for name, unit in units.items() if unit == "Count"} == METRIC_NAMES - {
-        "CurrentCPS"
-    }
+    assert {name for name, unit in units.items() if unit == "Count/Second"} == PER_SECOND
+    assert {name for name, unit in units.items() if unit == "Count"} == METRIC_NAMES - PER_SECOND
     assert (record["service"], record["DialTasksProcessed"], record["CurrentCPS"]) == (
         "dialer-worker",
         10,
@@ -153,6 +154,8 @@ def test_a_batch_prints_one_emf_line_with_its_figures(
         "WorkerHttpErrors": 1,
         "WorkerRequests": 8,
         "LeasesExpired": 0,
+        "WorkerRefusals": 0,
+        "LimitInForce": 8,
     }
 
 

@@ -64,6 +64,18 @@ def test_status_shows_this_seconds_count_and_key(
     assert report["count"] == int(raw_redis.get(report["key"]) or 0)
 
 
+def test_status_shows_the_carriers_refusals_and_the_aimd_limit(
+    redis_url: str, raw_redis: redis.Redis, prefix: str
+) -> None:
+    raw_redis.hincrby(f"{prefix}:adaptive", "refused", 4)  # the worker's one-line report
+    common = ("--redis-url", redis_url, "--prefix", prefix, "--limit", "100", "--json")
+    report = json.loads(cli("status", *common).stdout)
+    assert (report["refusals_pending"], report["aimd_limit"]) == (4, None)
+    assert report["limit_in_force"] == 85  # the status's own peek applied the decrease
+    again = json.loads(cli("status", *common).stdout)
+    assert (again["refusals_pending"], again["aimd_limit"]) == (0, 85.0)
+
+
 def test_status_shows_the_leases_each_campaign_holds(redis_url: str, prefix: str) -> None:
     with Limiter.from_url(redis_url, FixedWindow(50), prefix=prefix) as limiter:
         for campaign, calls in (("campaign:a", 3), ("campaign:b", 1)):

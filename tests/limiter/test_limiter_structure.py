@@ -16,7 +16,7 @@ from cps_limiter import AsyncLimiter, Limiter
 PACKAGE = Path(cps_limiter.__file__).parent
 MODULES = sorted(path.stem for path in PACKAGE.glob("_*.py") if path.stem != "__init__")
 MAX_LINES = 300
-WITHOUT_IO = {"from_url", "key_base", "lease_key", "rules_base", "set_peers"}
+WITHOUT_IO = {"from_url", "key_base", "lease_key", "refused_command", "rules_base", "set_peers"}
 """Limiter's public methods that do no I/O, and so stay plain functions on AsyncLimiter."""
 ASYNC_NAMES = {"close": "aclose"}
 
