@@ -219,14 +219,6 @@ class Ledger:
 
     # reading
 
-    def open_in(self, indices: Sequence[int]) -> list[int]:
-        """Those of ``indices`` not ended yet."""
-        with self._lock:
-            return [i for i in indices if not self.records[i].state.ended]
-
-    def unended(self) -> list[int]:
-        return self.open_in(range(len(self.records)))
-
     def outcomes(self) -> list[TaskOutcome]:
         with self._lock:
             outcomes = [record.outcome for record in self.records]

@@ -5,12 +5,13 @@ concurrency lease the way docs/dialer.md tells the Node worker to: one
 from __future__ import annotations
 
 import heapq
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Final
 
 import redis
+
+from ._background import RedisThread
 
 DEFAULT_PREFIX: Final = "cps"
 
@@ -28,7 +29,7 @@ def client_from_url(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
-class CallEnds:
+class CallEnds(RedisThread):
     """Ends each answered call ``call_seconds`` after it was answered, in one thread, and
     releases its lease. A call whose campaign has no lease is released all the same: ZREM of a
     member that is not there does nothing, as for the worker."""
@@ -36,19 +37,14 @@ class CallEnds:
     def __init__(self, client: Any, call_seconds: float, prefix: str = DEFAULT_PREFIX) -> None:
         if not call_seconds >= 0:
             raise ValueError(f"call_seconds must be >= 0, got {call_seconds!r}")
-        self._client = client
-        self._owns_client = False
+        super().__init__(client, "stub-call-ends")
         self._seconds = call_seconds
         self._prefix = prefix
         self._cluster = isinstance(client, redis.RedisCluster)
         self._due: list[tuple[float, str, str]] = []
-        self._wake = threading.Condition()
-        self._stopping = False
         self._busy = False
         self.released = 0
-        self.errors = 0
-        self._thread = threading.Thread(target=self._run, name="stub-call-ends", daemon=True)
-        self._thread.start()
+        self._start()
 
     @classmethod
     def from_url(cls, url: str, call_seconds: float, prefix: str = DEFAULT_PREFIX) -> CallEnds:
@@ -76,14 +72,6 @@ class CallEnds:
         with self._wake:
             while self._due or self._busy:
                 self._wake.wait()
-
-    def close(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join()
-        if self._owns_client:
-            self._client.close()
 
     def _run(self) -> None:
         while True:

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import redis
 
+from ._background import RedisThread
+
 DEFAULT_CARRIER_WINDOW: Final = 1.0
 REFUSED_FIELD: Final = "refused"
 
@@ -86,34 +88,21 @@ def adaptive_key(prefix: str, cluster: bool = False) -> str:
     return f"{{{prefix}}}:adaptive" if cluster else f"{prefix}:adaptive"
 
 
-class Refusals:
+class Refusals(RedisThread):
     """Reports refused calls as the worker does, from one thread: a refusal waits for no
     round trip, and those that pile up meanwhile go in one HINCRBY."""
 
     def __init__(self, client: Any, prefix: str, *, owns_client: bool = False) -> None:
-        self._client = client
-        self._owns_client = owns_client
+        super().__init__(client, "stub-refusals", owns_client=owns_client)
         self._key = adaptive_key(prefix, isinstance(client, redis.RedisCluster))
         self._pending = 0
-        self._stopping = False
-        self._wake = threading.Condition()
         self.reported = 0
-        self.errors = 0
-        self._thread = threading.Thread(target=self._run, name="stub-refusals", daemon=True)
-        self._thread.start()
+        self._start()
 
     def refused(self) -> None:
         with self._wake:
             self._pending += 1
             self._wake.notify()
-
-    def close(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._thread.join()
-        if self._owns_client:
-            self._client.close()
 
     def _run(self) -> None:
         while True:
